@@ -1,0 +1,130 @@
+"""The model catalogue (models.json): ids, subjects, ROIs, file names, Hub pin.
+
+One source of truth shared by the runtime and the export stage. In a wheel
+models.json sits inside the package; in a checkout it is the top-level file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidParameterError, ModelNotFoundError
+
+_REPO_CATALOG = Path(__file__).resolve().parent.parent / "models.json"
+
+
+@dataclass(frozen=True)
+class ROI:
+    name: str
+    splits: int  # 1, or 2 for ROIs stored as two checkpoints (lateral, ventral)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model family, e.g. fmri-nsd-fwrf."""
+
+    model_id: str
+    description: str
+    modality: str
+    train_dataset: str
+    subjects: tuple[int, ...]
+    rois: tuple[ROI, ...]
+    voxels: dict[int, dict[str, int]]
+    input_size: tuple[int, int]
+
+    @property
+    def roi_names(self) -> tuple[str, ...]:
+        return tuple(r.name for r in self.rois)
+
+    def roi(self, name: str) -> ROI:
+        for r in self.rois:
+            if r.name == name:
+                return r
+        raise ModelNotFoundError(
+            f"Unknown ROI {name!r} for model {self.model_id!r}; "
+            f"valid ROIs: {', '.join(self.roi_names)}."
+        )
+
+    def check_subject(self, subject: Any) -> int:
+        """The subject as an int, or an error naming the valid subjects."""
+        if isinstance(subject, bool) or not isinstance(subject, (int, str)):
+            raise InvalidParameterError(
+                f"subject must be an integer in {list(self.subjects)}, got {subject!r}."
+            )
+        try:
+            value = int(subject)
+        except ValueError:
+            value = None
+        if value not in self.subjects:
+            raise ModelNotFoundError(
+                f"Unknown subject {subject!r} for model {self.model_id!r}; "
+                f"valid subjects: {', '.join(map(str, self.subjects))}."
+            )
+        return value
+
+    def check_roi(self, roi: Any) -> ROI:
+        if not isinstance(roi, str):
+            raise InvalidParameterError(
+                f"roi must be a string, one of {', '.join(self.roi_names)}; got {roi!r}."
+            )
+        return self.roi(roi)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    schema_version: int
+    hub_repo_id: str
+    hub_revision: str
+    file_patterns: dict[str, str]
+    models: dict[str, ModelSpec]
+
+    def model(self, model_id: Any) -> ModelSpec:
+        try:
+            return self.models[model_id]
+        except (KeyError, TypeError):
+            raise ModelNotFoundError(
+                f"Unknown model id {model_id!r}; valid model ids: {', '.join(self.models)}."
+            ) from None
+
+    def file_name(self, kind: str, model_id: str, subject: int, roi: str) -> str:
+        """File name of an exported artifact ('onnx' or 'metadata') inside an export dir."""
+        return self.file_patterns[kind].format(model_id=model_id, subject=subject, roi=roi)
+
+    @property
+    def manifest_name(self) -> str:
+        return self.file_patterns["manifest"]
+
+
+def _parse(raw: dict[str, Any]) -> Catalog:
+    models = {}
+    for model_id, m in raw["models"].items():
+        models[model_id] = ModelSpec(
+            model_id=model_id,
+            description=m["description"],
+            modality=m["modality"],
+            train_dataset=m["train_dataset"],
+            subjects=tuple(int(s) for s in m["subjects"]),
+            rois=tuple(ROI(r["name"], int(r["splits"])) for r in m["rois"]),
+            voxels={int(s): dict(v) for s, v in m.get("voxels", {}).items()},
+            input_size=tuple(m["input"]["size"]),
+        )
+    return Catalog(
+        schema_version=int(raw["schema_version"]),
+        hub_repo_id=raw["hub"]["repo_id"],
+        hub_revision=raw["hub"]["revision"],
+        file_patterns=dict(raw["files"]),
+        models=models,
+    )
+
+
+@lru_cache(maxsize=1)
+def load_catalog() -> Catalog:
+    """The catalogue shipped with this installation."""
+    packaged = resources.files(__package__).joinpath("models.json")
+    text = packaged.read_text("utf-8") if packaged.is_file() else _REPO_CATALOG.read_text("utf-8")
+    return _parse(json.loads(text))

@@ -1,0 +1,157 @@
+"""The export contract: manifest.json's schema and the checks made against it.
+
+The export stage writes manifests with these classes and the runtime reads
+them; a file is trusted only when its size and sha256 match its entry.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelLoadError, ModelNotFoundError
+from .fileio import atomic_write_bytes, sha256_file
+
+SCHEMA_VERSION = 1
+FORMAT = "berg-onnx-export"
+
+
+def model_key(model_id: str, subject: int, roi: str) -> str:
+    return f"{model_id}/sub-{subject:02d}/{roi}"
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    name: str  # relative to the export dir (or Hub repo root)
+    sha256: str
+    size: int
+
+    @classmethod
+    def of(cls, directory: Path, name: str) -> FileEntry:
+        path = directory / name
+        return cls(name=name, sha256=sha256_file(path), size=path.stat().st_size)
+
+    def problem(self, path: Path) -> str | None:
+        """Why ``path`` does not match this entry, or None when it does."""
+        if not path.is_file():
+            return f"{path} is missing"
+        size = path.stat().st_size
+        if size != self.size:
+            return f"{path} has {size} bytes, expected {self.size}"
+        digest = sha256_file(path)
+        if digest != self.sha256:
+            return f"{path} has sha256 {digest}, expected {self.sha256}"
+        return None
+
+
+@dataclass(frozen=True)
+class SplitEntry:
+    split: int
+    nv: int
+    source: str  # checkpoint file name
+    source_sha256: str
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    model_id: str
+    subject: int
+    roi: str
+    nv: int
+    splits: tuple[SplitEntry, ...]
+    onnx: FileEntry
+    metadata: FileEntry
+    metadata_source_sha256: str
+    opset: int
+    versions: dict[str, str]  # torch, onnx, onnxscript, onnxruntime, berg_onnx
+    exporter: str
+    max_abs_diff: float
+    verification: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return model_key(self.model_id, self.subject, self.roi)
+
+    @property
+    def files(self) -> tuple[FileEntry, FileEntry]:
+        return (self.onnx, self.metadata)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelEntry:
+        return cls(
+            model_id=d["model_id"],
+            subject=int(d["subject"]),
+            roi=d["roi"],
+            nv=int(d["nv"]),
+            splits=tuple(SplitEntry(**s) for s in d["splits"]),
+            onnx=FileEntry(**d["onnx"]),
+            metadata=FileEntry(**d["metadata"]),
+            metadata_source_sha256=d["metadata_source_sha256"],
+            opset=int(d["opset"]),
+            versions=dict(d["versions"]),
+            exporter=d["exporter"],
+            max_abs_diff=float(d["max_abs_diff"]),
+            verification=dict(d.get("verification", {})),
+        )
+
+
+@dataclass
+class Manifest:
+    """All models of one export directory, keyed by ``model_key``."""
+
+    models: dict[str, ModelEntry] = field(default_factory=dict)
+
+    def get(self, model_id: str, subject: int, roi: str) -> ModelEntry:
+        try:
+            return self.models[model_key(model_id, subject, roi)]
+        except KeyError:
+            have = ", ".join(sorted(self.models)) or "none"
+            raise ModelNotFoundError(
+                f"The export has no model {model_key(model_id, subject, roi)}; it has: {have}."
+            ) from None
+
+    def add(self, entry: ModelEntry) -> None:
+        self.models[entry.key] = entry
+
+    def to_json(self) -> str:
+        body = {
+            "format": FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "models": {k: self.models[k].to_dict() for k in sorted(self.models)},
+        }
+        return json.dumps(body, indent=2, sort_keys=False) + "\n"
+
+    def write(self, path: Path) -> None:
+        atomic_write_bytes(path, self.to_json().encode("utf-8"))
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "manifest") -> Manifest:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ModelLoadError(f"{source} is not valid JSON: {e}") from None
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise ModelLoadError(f"{source} is not a berg-onnx export manifest.")
+        version = raw.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ModelLoadError(
+                f"{source} has schema version {version}; this berg_onnx reads version "
+                f"{SCHEMA_VERSION}. Upgrade berg-onnx or re-export."
+            )
+        try:
+            models = {k: ModelEntry.from_dict(v) for k, v in raw["models"].items()}
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelLoadError(f"{source} has a malformed model entry: {e!r}") from None
+        return cls(models=models)
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        """Read a manifest; a missing file gives an empty manifest."""
+        if not path.is_file():
+            return cls()
+        return cls.from_json(path.read_text("utf-8"), source=str(path))

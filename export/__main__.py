@@ -1,0 +1,88 @@
+"""python -m export synth|convert|publish."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from berg_onnx.catalog import load_catalog
+from berg_onnx.constants import DEFAULT_MODEL_ID
+from berg_onnx.errors import BERGError
+
+EPILOG = """examples:
+  python -m export synth --out berg_dir --subjects 1 --rois V1 FFA-1 lateral
+  python -m export synth --out berg_dir --voxels V1=200 lateral=300 --seed 7
+  python -m export convert --berg-dir berg_dir --out export_dir
+  python -m export convert --berg-dir /data/berg --out export_dir --subjects 1 2 --rois V1
+"""
+
+
+def _voxels(items: list[str]) -> dict[str, int]:
+    out = {}
+    for item in items:
+        roi, sep, n = item.partition("=")
+        if not sep or not n.isdigit() or int(n) < 1:
+            raise argparse.ArgumentTypeError(f"--voxels takes ROI=N with N >= 1, got {item!r}")
+        out[roi] = int(n)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m export",
+        description="Export BERG fwRF checkpoints to verified ONNX models.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="write a BERG-format synthetic model directory")
+    p.add_argument("--out", type=Path, required=True, help="BERG directory to create")
+    p.add_argument("--subjects", type=int, nargs="+", default=[1])
+    p.add_argument("--rois", nargs="+", default=None, help="default: all 23 ROIs")
+    p.add_argument("--voxels", nargs="+", default=[], metavar="ROI=N", help="voxel counts")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("convert", help="export a BERG directory to ONNX + npz + manifest")
+    p.add_argument("--berg-dir", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="export directory")
+    p.add_argument("--subjects", type=int, nargs="+", default=None)
+    p.add_argument("--rois", nargs="+", default=None)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    args = parser.parse_args(argv)
+    spec = load_catalog().model(DEFAULT_MODEL_ID)
+    start = time.perf_counter()
+    try:
+        if args.command == "synth":
+            from .synth import synthesize
+
+            voxels = _voxels(args.voxels)
+            subjects = [spec.check_subject(s) for s in args.subjects]
+            rois = [spec.check_roi(r).name for r in (args.rois or spec.roi_names)]
+            for roi in voxels:
+                spec.check_roi(roi)
+            files = synthesize(args.out, spec, subjects, rois, voxels, args.seed, not args.quiet)
+            print(f"wrote {len(files)} files to {args.out} in {time.perf_counter() - start:.1f} s")
+        elif args.command == "convert":
+            from .convert import convert
+
+            manifest = convert(
+                args.berg_dir, args.out, spec, args.subjects, args.rois, not args.quiet
+            )
+            worst = max((m.max_abs_diff for m in manifest.models.values()), default=0.0)
+            print(
+                f"{len(manifest.models)} verified models in {args.out} "
+                f"(max abs diff vs PyTorch {worst:.2g}) in {time.perf_counter() - start:.1f} s"
+            )
+    except (BERGError, argparse.ArgumentTypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

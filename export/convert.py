@@ -1,0 +1,185 @@
+"""Convert an original BERG directory into an export directory (ONNX + npz + manifest).
+
+Idempotent and resumable: a model whose files and sources still match its
+manifest entry is skipped; every file is written under a temporary name and
+renamed into place only once verified, and the manifest is rewritten
+atomically after each model, so an interrupted run loses at most the model it
+was working on.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import torch
+
+import berg_onnx
+from berg_onnx.catalog import ModelSpec
+from berg_onnx.errors import InvalidParameterError, ModelLoadError, ModelNotFoundError
+from berg_onnx.fileio import atomic_path, sha256_file
+from berg_onnx.manifest import FileEntry, Manifest, ModelEntry, SplitEntry
+from berg_onnx.metadata import flatten, load_npz
+
+from . import layout
+from .checkpoint import load_checkpoint, load_pickled_npy
+from .onnx_export import EXPORTER, OPSET, export_onnx, verify
+from .reference import build_model
+from .samples import photographs
+
+
+@dataclass(frozen=True)
+class Job:
+    subject: int
+    roi: str
+    sources: tuple[Path, ...]
+    metadata: Path
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def plan(
+    berg_dir: Path, spec: ModelSpec, subjects: Sequence[int] | None, rois: Sequence[str] | None
+) -> list[Job]:
+    """The (subject, ROI) pairs to convert; clear errors for a wrong dir or missing model."""
+    if not layout.is_berg_dir(berg_dir):
+        raise InvalidParameterError(
+            f"{berg_dir} is not a BERG directory: expected the folder "
+            f"{layout.WEIGHTS_DIR} inside it (the directory BERG downloads, holding "
+            "encoding_models/). Create a synthetic one with: python -m export synth --out DIR"
+        )
+    explicit = subjects is not None or rois is not None
+    subjects = [spec.check_subject(s) for s in subjects] if subjects else list(spec.subjects)
+    rois = [spec.check_roi(r).name for r in rois] if rois else list(spec.roi_names)
+    jobs = []
+    for s in subjects:
+        for r in rois:
+            sources = layout.checkpoint_paths(berg_dir, s, r, spec.roi(r).splits)
+            meta = layout.metadata_path(berg_dir, s, r)
+            missing = [p for p in [*sources, meta] if not p.is_file()]
+            if missing and explicit:
+                raise ModelNotFoundError(
+                    f"{berg_dir} has no subject {s} ROI {r}: missing "
+                    + ", ".join(str(p.relative_to(berg_dir)) for p in missing)
+                )
+            if not missing:
+                jobs.append(Job(s, r, tuple(sources), meta))
+    if not jobs:
+        raise ModelNotFoundError(f"{berg_dir} holds no fwRF checkpoints with metadata to convert")
+    return jobs
+
+
+def _up_to_date(entry: ModelEntry | None, out_dir: Path, src_sha: list[str], meta_sha: str) -> bool:
+    if entry is None:
+        return False
+    if [s.source_sha256 for s in entry.splits] != src_sha or entry.metadata_source_sha256 != meta_sha:
+        return False
+    return all(f.problem(out_dir / f.name) is None for f in entry.files)
+
+
+def convert_one(job: Job, spec: ModelSpec, out_dir: Path, photos: np.ndarray) -> ModelEntry:
+    catalog = berg_onnx.catalog.load_catalog()
+    checkpoints = [load_checkpoint(p) for p in job.sources]
+    for split, ck in enumerate(checkpoints, start=1):
+        if ck.subject != job.subject or ck.split != split:
+            raise ModelLoadError(
+                f"{ck.path} holds subject {ck.subject} split {ck.split}, "
+                f"expected subject {job.subject} split {split}"
+            )
+    nv = sum(ck.nv for ck in checkpoints)
+    meta = load_pickled_npy(job.metadata)
+    try:
+        mask_count = int(np.count_nonzero(meta["fmri"]["roi_mask_volume"]))
+    except (KeyError, TypeError) as e:
+        raise ModelLoadError(f"{job.metadata}: no fmri/roi_mask_volume ({e!r})") from None
+    if mask_count != nv:
+        raise ModelLoadError(
+            f"{job.metadata}: the ROI mask has {mask_count} voxels but the checkpoints "
+            f"predict {nv}"
+        )
+    states = [(ck.encoder, ck.readout) for ck in checkpoints]
+    reference = build_model(states)
+    deploy = build_model(states, gemm=True)
+
+    onnx_name = catalog.file_name("onnx", spec.model_id, job.subject, job.roi)
+    npz_name = catalog.file_name("metadata", spec.model_id, job.subject, job.roi)
+    with atomic_path(out_dir / onnx_name) as tmp:
+        export_onnx(deploy, tmp)
+        result = verify(tmp, reference, photos)  # raises before the rename on mismatch
+    flat = flatten(meta)
+    with atomic_path(out_dir / npz_name) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **flat)
+        back = flatten(load_npz(tmp))
+        if back.keys() != flat.keys() or not all(
+            np.array_equal(back[k], flat[k]) and back[k].dtype == flat[k].dtype for k in flat
+        ):
+            raise ModelLoadError(f"{npz_name}: metadata did not survive the npz round trip")
+    return ModelEntry(
+        model_id=spec.model_id,
+        subject=job.subject,
+        roi=job.roi,
+        nv=nv,
+        splits=tuple(
+            SplitEntry(split=i, nv=ck.nv, source=ck.path.name, source_sha256=sha256_file(ck.path))
+            for i, ck in enumerate(checkpoints, start=1)
+        ),
+        onnx=FileEntry.of(out_dir, onnx_name),
+        metadata=FileEntry.of(out_dir, npz_name),
+        metadata_source_sha256=sha256_file(job.metadata),
+        opset=OPSET,
+        versions={
+            "torch": torch.__version__,
+            "onnx": _version("onnx"),
+            "onnxscript": _version("onnxscript"),
+            "onnxruntime": onnxruntime.__version__,
+            "berg_onnx": berg_onnx.__version__,
+        },
+        exporter=EXPORTER,
+        max_abs_diff=result.max_abs_diff,
+        verification={
+            "images": result.description,
+            "n_images": result.n_images,
+            "batch_sizes": list(result.batch_sizes),
+            "tolerance": 1e-4,
+        },
+    )
+
+
+def convert(
+    berg_dir: Path,
+    out_dir: Path,
+    spec: ModelSpec,
+    subjects: Sequence[int] | None = None,
+    rois: Sequence[str] | None = None,
+    progress: bool = True,
+) -> Manifest:
+    from tqdm.auto import tqdm
+
+    berg_dir, out_dir = Path(berg_dir), Path(out_dir)
+    jobs = plan(berg_dir, spec, subjects, rois)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = out_dir / berg_onnx.catalog.load_catalog().manifest_name
+    manifest = Manifest.load(manifest_path)
+    photos = photographs(256, 8)
+    bar = tqdm(jobs, desc="convert", unit="model", disable=not progress)
+    for job in bar:
+        bar.set_postfix_str(f"sub-{job.subject:02d} {job.roi}")
+        key = berg_onnx.manifest.model_key(spec.model_id, job.subject, job.roi)
+        src_sha = [sha256_file(p) for p in job.sources]
+        if _up_to_date(manifest.models.get(key), out_dir, src_sha, sha256_file(job.metadata)):
+            continue
+        manifest.models.pop(key, None)
+        manifest.add(convert_one(job, spec, out_dir, photos))
+        manifest.write(manifest_path)
+    manifest.write(manifest_path)
+    return manifest

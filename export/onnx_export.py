@@ -1,0 +1,137 @@
+"""Trace one ROI to ONNX, check it, and verify onnxruntime against the reference.
+
+timm's recipe: export, run onnx.checker, compare onnxruntime with eager
+PyTorch on real inputs, and fail loudly on a mismatch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+import torch.nn.functional as F
+
+from berg_onnx.errors import BERGError
+
+from .reference import FwrfModel
+
+OPSET = 20
+INPUT_NAME = "images"
+OUTPUT_NAME = "responses"
+TOLERANCE = 1e-4
+EXPORTER = "torch.onnx.export(dynamo=True)"
+
+
+class ExportError(BERGError, RuntimeError):
+    """An exported graph failed a structural check or its numerical verification."""
+
+
+def export_onnx(model: FwrfModel, path: Path) -> None:
+    """Trace ``model`` (the GEMM form) to ``path`` with a symbolic batch axis, weights inline."""
+    example = torch.rand(2, 3, 227, 227)  # batch >= 2 so nothing specialises on 1
+    batch = torch.export.Dim("batch", min=1)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # torchvision-op notices
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            dynamic_shapes=({0: batch},),
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            external_data=False,
+            optimize=True,
+            verify=False,
+        )
+        program.save(str(path), external_data=False)
+    check_graph(path)
+
+
+def check_graph(path: Path) -> None:
+    """onnx.checker plus the contract: one input/output, symbolic batch, no external data."""
+    m = onnx.load(str(path), load_external_data=False)
+    onnx.checker.check_model(m, full_check=True)
+    if [i.name for i in m.graph.input] != [INPUT_NAME] or [
+        o.name for o in m.graph.output
+    ] != [OUTPUT_NAME]:
+        raise ExportError(f"{path}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}")
+    for value in (m.graph.input[0], m.graph.output[0]):
+        first = value.type.tensor_type.shape.dim[0]
+        if not first.dim_param or first.dim_value:
+            raise ExportError(f"{path}: {value.name} has no symbolic batch dimension")
+    for init in m.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            raise ExportError(f"{path}: initializer {init.name} uses external data")
+
+
+def reference_preprocess(images: np.ndarray) -> torch.Tensor:
+    """torchvision-equivalent Resize((227,227)) + round + /255, as the original pipeline does."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).float()
+    if x.shape[-2:] != (227, 227):
+        x = F.interpolate(x, (227, 227), mode="bilinear", antialias=True, align_corners=False)
+        x = x.round()
+    return x / 255
+
+
+@dataclass(frozen=True)
+class Verification:
+    max_abs_diff: float
+    batch_sizes: tuple[int, ...]
+    n_images: int
+    description: str
+
+
+def verify(path: Path, reference: FwrfModel, photos: np.ndarray, seed: int = 0) -> Verification:
+    """Max |onnxruntime - reference| over natural photos and uint8 noise at several batch sizes.
+
+    Raises ExportError when it exceeds TOLERANCE. The reference is the spec's
+    literal readout, so the check covers the GEMM rewrite as well as the export.
+    """
+    noise = np.random.default_rng(seed).integers(0, 256, (8,) + photos.shape[1:], dtype=np.uint8)
+    images = np.concatenate([photos, noise])
+    x = reference_preprocess(images)
+    with torch.no_grad():
+        expected = reference(x).numpy()
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    xs = x.numpy()
+    n_photo = len(photos)
+    worst = 0.0
+    checks = [
+        (slice(0, 1), 1),  # batch 1: a photograph
+        (slice(n_photo, n_photo + 1), 1),  # batch 1: noise
+        (slice(0, 2), 2),
+        (slice(0, n_photo), n_photo),
+        (slice(n_photo, len(images)), len(noise)),
+    ]
+    for rows, _ in checks:
+        got = session.run([OUTPUT_NAME], {INPUT_NAME: xs[rows]})[0]
+        if got.shape != expected[rows].shape or got.dtype != np.float32:
+            raise ExportError(f"{path}: output {got.shape} {got.dtype}, expected {expected[rows].shape}")
+        worst = max(worst, float(np.abs(got - expected[rows]).max()))
+    tiled = np.resize(np.arange(len(images)), 37)  # batch 37: every image, some twice
+    got = session.run([OUTPUT_NAME], {INPUT_NAME: xs[tiled]})[0]
+    worst = max(worst, float(np.abs(got - expected[tiled]).max()))
+    if not np.isfinite(worst) or worst > TOLERANCE:
+        raise ExportError(
+            f"{path.name}: onnxruntime differs from the PyTorch reference by {worst:.3g} "
+            f"(max abs), above the tolerance {TOLERANCE:g}; not writing it."
+        )
+    sizes = tuple(sorted({b for _, b in checks} | {37}))
+    return Verification(
+        max_abs_diff=worst,
+        batch_sizes=sizes,
+        n_images=len(images),
+        description=f"{n_photo} natural photographs + {len(noise)} uint8 noise images",
+    )
