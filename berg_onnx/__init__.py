@@ -1,3 +1,32 @@
-"""berg-onnx: BERG's fMRI encoding models on onnxruntime, without PyTorch."""
+"""berg-onnx: BERG's fMRI encoding models on onnxruntime, without PyTorch.
+
+>>> from berg_onnx import BERG
+>>> berg = BERG(berg_dir="export_dir")
+>>> model = berg.get_encoding_model("fmri-nsd-fwrf", subject=1, selection={"roi": "V1"})
+>>> responses = berg.encode(model, images)  # (N, 1350) float32
+"""
+
+from .api import BERG
+from .errors import (
+    BERGError,
+    InvalidParameterError,
+    ModelLoadError,
+    ModelNotFoundError,
+    ResourceError,
+    StimulusError,
+)
+from .model import EncodingModel
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "BERG",
+    "BERGError",
+    "EncodingModel",
+    "InvalidParameterError",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "ResourceError",
+    "StimulusError",
+    "__version__",
+]

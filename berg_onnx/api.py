@@ -1,0 +1,162 @@
+"""BERG: the original's three functions (plus a catalogue) on exported models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .catalog import ModelSpec, load_catalog
+from .constants import DEFAULT_BATCH_SIZE, DEFAULT_MODEL_ID, ENV_BATCH_SIZE, env_str
+from .errors import InvalidParameterError, ModelNotFoundError
+from .metadata import load_npz
+from .model import EncodingModel, check_batch_size
+from .session import check_device, create_session
+from .store import LocalStore, Store
+
+SELECTION_KEYS = ("roi",)
+
+
+def _default_batch_size() -> int:
+    value = env_str(ENV_BATCH_SIZE)
+    if value is None:
+        return DEFAULT_BATCH_SIZE
+    try:
+        return check_batch_size(int(value))
+    except ValueError:
+        raise InvalidParameterError(
+            f"{ENV_BATCH_SIZE} must be a positive integer, got {value!r}"
+        ) from None
+
+
+class BERG:
+    """Entry point, shaped like the original ``berg.BERG``.
+
+    ``BERG(berg_dir=EXPORT_DIR)`` reads a local export; ``BERG()`` downloads
+    from the Hub repository pinned in models.json (see hub.py).
+    """
+
+    def __init__(
+        self,
+        berg_dir: str | Path | None = None,
+        *,
+        repo_id: str | None = None,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        batch_size: int | None = None,
+        threads: int | None = None,
+    ) -> None:
+        if berg_dir is not None and (repo_id or revision):
+            raise InvalidParameterError("give either berg_dir or repo_id/revision, not both")
+        self.catalog = load_catalog()
+        self.batch_size = check_batch_size(batch_size) if batch_size else _default_batch_size()
+        self.threads = threads
+        if berg_dir is not None:
+            self.store: Store = LocalStore(berg_dir)
+        else:
+            from .hub import HubStore
+
+            self.store = HubStore(repo_id=repo_id, revision=revision, cache_dir=cache_dir)
+        self._models: dict[tuple[str, int, str, str], EncodingModel] = {}
+
+    def __repr__(self) -> str:
+        return f"BERG({self.store.describe()})"
+
+    # -- catalogue -------------------------------------------------------------------
+    def get_model_catalog(self) -> dict[str, dict[str, Any]]:
+        """Model ids with their subjects, ROIs (split flags) and known voxel counts."""
+        return {
+            mid: {
+                "description": spec.description,
+                "subjects": list(spec.subjects),
+                "rois": list(spec.roi_names),
+                "split_rois": [r.name for r in spec.rois if r.splits > 1],
+                "voxels": {s: dict(v) for s, v in spec.voxels.items()},
+            }
+            for mid, spec in self.catalog.models.items()
+        }
+
+    def _resolve(self, model_id: str, subject: Any, roi: Any) -> tuple[ModelSpec, int, str]:
+        spec = self.catalog.model(model_id)
+        return spec, spec.check_subject(subject), spec.check_roi(roi).name
+
+    # -- the original's three functions --------------------------------------------
+    def get_encoding_model(
+        self,
+        model_id: str = DEFAULT_MODEL_ID,
+        subject: int = 1,
+        selection: dict[str, Any] | None = None,
+        device: str = "auto",
+    ) -> EncodingModel:
+        """Load (or reuse) the model of one subject and ROI on ``device``."""
+        if not isinstance(selection, dict) or "roi" not in selection:
+            raise InvalidParameterError(
+                f"selection must be a dict with the key 'roi', e.g. {{'roi': 'V1'}}; "
+                f"got {selection!r}."
+            )
+        unknown = sorted(set(selection) - set(SELECTION_KEYS))
+        if unknown:
+            raise InvalidParameterError(
+                f"Unknown selection key(s) {unknown}; valid keys: {', '.join(SELECTION_KEYS)}."
+            )
+        spec, subject, roi = self._resolve(model_id, subject, selection["roi"])
+        device = check_device(device)
+        key = (spec.model_id, subject, roi, device)
+        if key not in self._models:
+            entry = self.store.manifest().get(spec.model_id, subject, roi)
+            path = self.store.fetch(entry.onnx)
+            session, provider = create_session(path, device, self.threads)
+            self._models[key] = EncodingModel(
+                entry=entry,
+                session=session,
+                provider=provider,
+                device=device,
+                onnx_path=path,
+                batch_size=self.batch_size,
+            )
+        return self._models[key]
+
+    def encode(
+        self,
+        model: EncodingModel,
+        stimulus: Any,
+        return_metadata: bool = False,
+        show_progress: bool = True,
+        batch_size: int | None = None,
+    ) -> np.ndarray | tuple[np.ndarray, dict[str, Any]]:
+        """(N, nv) float32 responses, or (responses, metadata) with return_metadata."""
+        if not isinstance(model, EncodingModel):
+            raise InvalidParameterError(
+                f"model must come from get_encoding_model(), got {type(model).__name__}"
+            )
+        responses = model.encode(stimulus, batch_size=batch_size, show_progress=show_progress)
+        if return_metadata:
+            meta = self.get_model_metadata(model.model_id, model.subject, model.roi)
+            return responses, meta
+        return responses
+
+    def get_model_metadata(
+        self, model_id: str = DEFAULT_MODEL_ID, subject: int = 1, roi: str | None = None
+    ) -> dict[str, Any]:
+        """The original's metadata dict for one ROI, or {roi: metadata} for all ROIs.
+
+        Reads only the npz file: no model is loaded.
+        """
+        if roi is None:
+            spec = self.catalog.model(model_id)
+            subject = spec.check_subject(subject)
+            manifest = self.store.manifest()
+            available = [
+                r
+                for r in spec.roi_names
+                if f"{spec.model_id}/sub-{subject:02d}/{r}" in manifest.models
+            ]
+            if not available:
+                raise ModelNotFoundError(
+                    f"{self.store.describe()} has no models for subject {subject}."
+                )
+            return {r: self.get_model_metadata(model_id, subject, r) for r in available}
+        spec, subject, roi = self._resolve(model_id, subject, roi)
+        entry = self.store.manifest().get(spec.model_id, subject, roi)
+        return load_npz(self.store.fetch(entry.metadata))

@@ -1,0 +1,103 @@
+"""EncodingModel: one ROI's onnxruntime session and the chunked encode loop.
+
+stimulus -> preprocess (per chunk) -> session -> rows of the preallocated
+output. Only the output grows with the number of images.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from .constants import DEFAULT_BATCH_SIZE
+from .errors import InvalidParameterError, ModelLoadError
+from .manifest import ModelEntry
+from .stimulus import as_stimulus
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "responses"
+
+
+def check_batch_size(batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise InvalidParameterError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if batch_size < 1:
+        raise InvalidParameterError(f"batch_size must be >= 1, got {batch_size}")
+    return int(batch_size)
+
+
+@dataclass
+class EncodingModel:
+    """A loaded fwRF model for one subject and ROI; cheap to keep and reuse."""
+
+    entry: ModelEntry
+    session: ort.InferenceSession = field(repr=False)
+    provider: str
+    device: str
+    onnx_path: Path = field(repr=False)
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+    def __post_init__(self) -> None:
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != [OUTPUT_NAME]:
+            raise ModelLoadError(
+                f"{self.onnx_path} is not a berg-onnx model: expected input {INPUT_NAME!r} "
+                f"and output {OUTPUT_NAME!r}"
+            )
+
+    @property
+    def model_id(self) -> str:
+        return self.entry.model_id
+
+    @property
+    def subject(self) -> int:
+        return self.entry.subject
+
+    @property
+    def roi(self) -> str:
+        return self.entry.roi
+
+    @property
+    def n_voxels(self) -> int:
+        return self.entry.nv
+
+    def __repr__(self) -> str:
+        return (
+            f"EncodingModel({self.model_id!r}, subject={self.subject}, roi={self.roi!r}, "
+            f"voxels={self.n_voxels}, provider={self.provider!r})"
+        )
+
+    def encode(
+        self, stimulus: Any, *, batch_size: int | None = None, show_progress: bool = False
+    ) -> np.ndarray:
+        """(N, nv) float32 predicted responses, computed chunk by chunk."""
+        stim = as_stimulus(stimulus)
+        step = check_batch_size(batch_size or self.batch_size)
+        n = len(stim)
+        out = np.empty((n, self.n_voxels), dtype=np.float32)
+        bar = _progress(n, show_progress, f"{self.roi} sub-{self.subject:02d}")
+        try:
+            for start in range(0, n, step):
+                stop = min(n, start + step)
+                x = stim.chunk(start, stop)
+                out[start:stop] = self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+                if bar is not None:
+                    bar.update(stop - start)
+        finally:
+            if bar is not None:
+                bar.close()
+        return out
+
+
+def _progress(total: int, show: bool, desc: str):
+    """A tqdm bar on stderr, or None; tolerates stderr being None or not a TTY."""
+    if not show or sys.stderr is None:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)

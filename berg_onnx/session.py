@@ -1,0 +1,90 @@
+"""onnxruntime sessions: provider choice, threads and memory options.
+
+The choice of execution provider is checked *after* the session exists:
+onnxruntime silently falls back to CPU when the CUDA provider cannot load its
+libraries, and a user who asked for "cuda" must hear about it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import onnxruntime as ort
+
+from .constants import ENV_THREADS, available_cores, env_str
+from .errors import InvalidParameterError, ModelLoadError, ResourceError
+
+DEVICES = ("auto", "cpu", "cuda")
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+_warned_fallback = False
+
+
+def default_threads() -> int:
+    value = env_str(ENV_THREADS)
+    if value is None:
+        return available_cores()
+    if not value.isdigit() or int(value) < 1:
+        raise InvalidParameterError(f"{ENV_THREADS} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_device(device: object) -> str:
+    if device not in DEVICES:
+        raise InvalidParameterError(f"device must be one of {', '.join(DEVICES)}; got {device!r}")
+    return str(device)
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads or default_threads()
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # The default CPU arena keeps its high-water mark (GBs for a large ROI) for
+    # the life of the session; without it memory goes back after each chunk.
+    opts.enable_cpu_mem_arena = False
+    opts.log_severity_level = 3
+    return opts
+
+
+def _cuda_unavailable_reason() -> str:
+    available = ort.get_available_providers()
+    if CUDA not in available:
+        return (
+            "this onnxruntime has no CUDA provider (the CPU-only 'onnxruntime' package is "
+            "installed; install the GPU flavour instead, see the README's GPU install)"
+        )
+    return (
+        "onnxruntime-gpu is installed but the CUDA provider could not be loaded "
+        "(CUDA/cuDNN libraries missing or incompatible, or no GPU visible); "
+        "run `berg-onnx doctor` for details"
+    )
+
+
+def create_session(
+    path: Path, device: str, threads: int | None = None
+) -> tuple[ort.InferenceSession, str]:
+    """A session on the requested device, and the provider it actually runs on."""
+    global _warned_fallback
+    device = check_device(device)
+    opts = session_options(threads)
+    want_cuda = device == "cuda" or (device == "auto" and CUDA in ort.get_available_providers())
+    if device == "cuda" and CUDA not in ort.get_available_providers():
+        raise ResourceError(f"device='cuda' requested, but {_cuda_unavailable_reason()}.")
+    providers = [CUDA, CPU] if want_cuda else [CPU]
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise ModelLoadError(f"onnxruntime cannot load {path}: {e}") from None
+    active = session.get_providers()[0]
+    if want_cuda and active != CUDA:
+        reason = _cuda_unavailable_reason()
+        if device == "cuda":
+            raise ResourceError(f"device='cuda' requested, but {reason}.")
+        if not _warned_fallback:
+            warnings.warn(f"CUDA not usable, running on CPU: {reason}.", stacklevel=3)
+            _warned_fallback = True
+    return session, active

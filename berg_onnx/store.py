@@ -1,0 +1,76 @@
+"""Where exported files come from: a local export directory (or the Hub, see hub.py).
+
+A store hands out local paths of files it has checked against the manifest,
+so the rest of the runtime never reads an unverified byte.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from .catalog import load_catalog
+from .errors import ModelLoadError, ModelNotFoundError
+from .manifest import FileEntry, Manifest
+
+
+class Store(Protocol):
+    def manifest(self) -> Manifest: ...
+
+    def fetch(self, entry: FileEntry) -> Path:
+        """A local path whose bytes match ``entry`` (downloading if needed)."""
+        ...
+
+    def describe(self) -> str: ...
+
+
+def _looks_like_original_berg(path: Path) -> bool:
+    return (path / "encoding_models").is_dir()
+
+
+class LocalStore:
+    """An export directory on disk, as written by ``python -m export convert``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+        self._manifest: Manifest | None = None
+        self._verified: dict[Path, tuple[int, int]] = {}  # path -> (size, mtime_ns) checked
+
+    def describe(self) -> str:
+        return f"export directory {self.root}"
+
+    def manifest(self) -> Manifest:
+        if self._manifest is None:
+            path = self.root / load_catalog().manifest_name
+            if not path.is_file():
+                if not self.root.is_dir():
+                    raise ModelNotFoundError(f"berg_dir {self.root} does not exist.")
+                if _looks_like_original_berg(self.root):
+                    raise ModelLoadError(
+                        f"{self.root} is an original BERG directory (PyTorch checkpoints), not "
+                        "a berg-onnx export. Export it once from a berg-onnx checkout with: "
+                        f"python -m export convert --berg-dir {self.root} --out EXPORT_DIR, "
+                        "then use BERG(berg_dir='EXPORT_DIR')."
+                    )
+                raise ModelNotFoundError(
+                    f"{self.root} has no {path.name}; expected an export directory written "
+                    "by `python -m export convert`."
+                )
+            self._manifest = Manifest.load(path)
+        return self._manifest
+
+    def fetch(self, entry: FileEntry) -> Path:
+        path = self.root / entry.name
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise ModelNotFoundError(
+                f"{path} is listed in the manifest but missing; re-run the export."
+            ) from None
+        stamp = (st.st_size, st.st_mtime_ns)
+        if self._verified.get(path) != stamp:
+            problem = entry.problem(path)
+            if problem:
+                raise ModelLoadError(f"{problem}; the export is corrupt or was modified.")
+            self._verified[path] = stamp
+        return path
