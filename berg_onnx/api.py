@@ -50,7 +50,9 @@ class BERG:
         if berg_dir is not None and (repo_id or revision):
             raise InvalidParameterError("give either berg_dir or repo_id/revision, not both")
         self.catalog = load_catalog()
-        self.batch_size = check_batch_size(batch_size) if batch_size else _default_batch_size()
+        self.batch_size = (
+            _default_batch_size() if batch_size is None else check_batch_size(batch_size)
+        )
         self.threads = threads
         if berg_dir is not None:
             self.store: Store = LocalStore(berg_dir)

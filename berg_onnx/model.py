@@ -77,7 +77,7 @@ class EncodingModel:
     ) -> np.ndarray:
         """(N, nv) float32 predicted responses, computed chunk by chunk."""
         stim = as_stimulus(stimulus)
-        step = check_batch_size(batch_size or self.batch_size)
+        step = check_batch_size(self.batch_size if batch_size is None else batch_size)
         n = len(stim)
         out = np.empty((n, self.n_voxels), dtype=np.float32)
         bar = _progress(n, show_progress, f"{self.roi} sub-{self.subject:02d}")
