@@ -57,7 +57,7 @@ def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad=False, hooks
         raise UnsafePickleError("tensor rebuilt from something that is not a storage")
     itemsize = storage.dtype.itemsize
     size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
-    needed = offset + sum((n - 1) * s for n, s in zip(size, stride) if n > 0) + 1
+    needed = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True) if n > 0) + 1
     if any(n == 0 for n in size):
         return np.zeros(size, dtype=storage.dtype)
     if offset < 0 or needed > storage.size or any(s < 0 for s in stride):

@@ -81,7 +81,9 @@ def plan(
 def _up_to_date(entry: ModelEntry | None, out_dir: Path, src_sha: list[str], meta_sha: str) -> bool:
     if entry is None:
         return False
-    if [s.source_sha256 for s in entry.splits] != src_sha or entry.metadata_source_sha256 != meta_sha:
+    if [
+        s.source_sha256 for s in entry.splits
+    ] != src_sha or entry.metadata_source_sha256 != meta_sha:
         return False
     return all(f.problem(out_dir / f.name) is None for f in entry.files)
 
@@ -103,8 +105,7 @@ def convert_one(job: Job, spec: ModelSpec, out_dir: Path, photos: np.ndarray) ->
         raise ModelLoadError(f"{job.metadata}: no fmri/roi_mask_volume ({e!r})") from None
     if mask_count != nv:
         raise ModelLoadError(
-            f"{job.metadata}: the ROI mask has {mask_count} voxels but the checkpoints "
-            f"predict {nv}"
+            f"{job.metadata}: the ROI mask has {mask_count} voxels but the checkpoints predict {nv}"
         )
     states = [(ck.encoder, ck.readout) for ck in checkpoints]
     reference = build_model(states)

@@ -61,9 +61,9 @@ def check_graph(path: Path) -> None:
     """onnx.checker plus the contract: one input/output, symbolic batch, no external data."""
     m = onnx.load(str(path), load_external_data=False)
     onnx.checker.check_model(m, full_check=True)
-    if [i.name for i in m.graph.input] != [INPUT_NAME] or [
-        o.name for o in m.graph.output
-    ] != [OUTPUT_NAME]:
+    if [i.name for i in m.graph.input] != [INPUT_NAME] or [o.name for o in m.graph.output] != [
+        OUTPUT_NAME
+    ]:
         raise ExportError(f"{path}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}")
     for value in (m.graph.input[0], m.graph.output[0]):
         first = value.type.tensor_type.shape.dim[0]
@@ -118,7 +118,9 @@ def verify(path: Path, reference: FwrfModel, photos: np.ndarray, seed: int = 0) 
     for rows, _ in checks:
         got = session.run([OUTPUT_NAME], {INPUT_NAME: xs[rows]})[0]
         if got.shape != expected[rows].shape or got.dtype != np.float32:
-            raise ExportError(f"{path}: output {got.shape} {got.dtype}, expected {expected[rows].shape}")
+            raise ExportError(
+                f"{path}: output {got.shape} {got.dtype}, expected {expected[rows].shape}"
+            )
         worst = max(worst, float(np.abs(got - expected[rows]).max()))
     tiled = np.resize(np.arange(len(images)), 37)  # batch 37: every image, some twice
     got = session.run([OUTPUT_NAME], {INPUT_NAME: xs[tiled]})[0]

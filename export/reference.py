@@ -104,7 +104,7 @@ class Readout(nn.Module):
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         phis = []
-        for f, rf in zip(feats, (self.rf0, self.rf1, self.rf2)):
+        for f, rf in zip(feats, (self.rf0, self.rf1, self.rf2), strict=True):
             g = torch.softmax(rf.flatten(1), dim=1)  # (nv, S)
             fk = act(f.flatten(2))  # (B, 256, S)
             phis.append(torch.einsum("vs,bcs->vbc", g, fk))  # (nv, B, 256)
@@ -127,7 +127,9 @@ class GemmReadout(nn.Module):
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         gts = (self.gt0, self.gt1, self.gt2)
-        phis = [torch.matmul(act(f.flatten(2)), gt) for f, gt in zip(feats, gts)]  # (B,256,nv)
+        phis = [
+            torch.matmul(act(f.flatten(2)), gt) for f, gt in zip(feats, gts, strict=True)
+        ]  # (B,256,nv)
         phi = act(torch.cat(phis, dim=1))  # (B, 768, nv)
         return (phi * self.wt).sum(dim=1) + self.b
 
@@ -157,7 +159,7 @@ class FwrfModel(nn.Module):
         self.readouts = nn.ModuleList(readouts)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        outs = [r(e(images)) for e, r in zip(self.encoders, self.readouts)]
+        outs = [r(e(images)) for e, r in zip(self.encoders, self.readouts, strict=True)]
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
 
 

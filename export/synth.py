@@ -143,7 +143,9 @@ def _readout_state(
         for lo in range(0, nv, 512):
             hi = min(nv, lo + 512)
             phis = [
-                torch.einsum("vs,bcs->bvc", torch.softmax(rfs[f"rf{k}"][lo:hi].double().flatten(1), 1), f)
+                torch.einsum(
+                    "vs,bcs->bvc", torch.softmax(rfs[f"rf{k}"][lo:hi].double().flatten(1), 1), f
+                )
                 for k, f in enumerate(feats)
             ]
             phi = act(torch.cat(phis, dim=2)).numpy()  # (N, v, 768)
@@ -187,15 +189,26 @@ def _metadata(rng: np.random.Generator, nv: int) -> dict:
 
 
 def _checkpoint(
-    subject: int, roi: str, split: int, splits: int, enc: dict, readout: dict, mu: np.ndarray,
+    subject: int,
+    roi: str,
+    split: int,
+    splits: int,
+    enc: dict,
+    readout: dict,
+    mu: np.ndarray,
     rng: np.random.Generator,
 ) -> dict:
     nv = int(readout["b"].shape[0])
     best = {"enc": enc, "fwrfs": {subject: readout}}
     return {
         "args.": argparse.Namespace(
-            subjects="single", used_nsd_sub=subject, roi=roi, split_roi=int(splits > 1),
-            split=split, lr=0.001, batch_size=128,
+            subjects="single",
+            used_nsd_sub=subject,
+            roi=roi,
+            split_roi=int(splits > 1),
+            split=split,
+            lr=0.001,
+            batch_size=128,
         ),
         "best_params": best,
         "final_params": {"enc": enc, "fwrfs": {subject: readout}},  # shares storages, like BERG's
@@ -231,15 +244,17 @@ def synthesize_roi(
     splits = spec.roi(roi).splits
     subj_rng = np.random.default_rng([seed, subject])
     mu = _round_sig(np.array([0.45, 0.43, 0.38]) + subj_rng.normal(0, 0.01, 3)).reshape(1, 3, 1, 1)
-    calib = torch.from_numpy(pink_noise_images(N_CALIBRATION, 227, np.random.default_rng([seed, 0])))
+    calib = torch.from_numpy(
+        pink_noise_images(N_CALIBRATION, 227, np.random.default_rng([seed, 0]))
+    )
     written = []
     paths = layout.checkpoint_paths(berg_dir, subject, roi, splits)
-    for split, (path, n) in enumerate(zip(paths, split_sizes(nv, splits)), start=1):
+    for split, (path, n) in enumerate(zip(paths, split_sizes(nv, splits), strict=True), start=1):
         rng = np.random.default_rng([seed, subject, roi_index, split])
         enc = _encoder_state(rng, mu, calib)
         readout = _readout_state(rng, n, enc, calib)
         ckpt = _checkpoint(subject, roi, split, splits, enc, readout, mu, rng)
-        with atomic_path(path) as tmp:
+        with atomic_path(path, keep_name=True) as tmp:  # the zip's folder is named after it
             torch.save(ckpt, tmp)
         written.append(path)
     meta = _metadata(np.random.default_rng([seed, subject, roi_index, 0]), nv)
