@@ -179,7 +179,8 @@ def convert(
         src_sha = [sha256_file(p) for p in job.sources]
         if _up_to_date(manifest.models.get(key), out_dir, src_sha, sha256_file(job.metadata)):
             continue
-        manifest.models.pop(key, None)
+        if manifest.models.pop(key, None) is not None:
+            manifest.write(manifest_path)  # a failure below must leave no stale entry
         manifest.add(convert_one(job, spec, out_dir, photos))
         manifest.write(manifest_path)
     manifest.write(manifest_path)

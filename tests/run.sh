@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what it needs, then
+#   1. ruff (lint + format), 2. builds test artifacts with the export stage,
+#   3. export + runtime + Hub tests, 4. a torch-free stage: the built wheel in a
+#   fresh venv without torch runs the runtime and Hub tests against those artifacts.
+# Usage: bash tests/run.sh            (README's test command; .ci/run calls it)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+PY=${PYTHON:-python3}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/berg-onnx-tests.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+start=$(date +%s)
+stage() { printf '\n=== %s (t=%ss)\n' "$1" "$(( $(date +%s) - start ))"; }
+
+# pytest exits 5 when it collected nothing: that is a broken stage here, not a pass.
+run_pytest() {
+  local rc=0
+  "$@" || rc=$?
+  if [ "$rc" -eq 5 ]; then echo "error: pytest collected no tests: $*" >&2; exit 1; fi
+  if [ "$rc" -ne 0 ]; then echo "error: tests failed (exit $rc): $*" >&2; exit "$rc"; fi
+}
+
+stage "install (.venv: export + dev extras)"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[export,dev]"
+if [ ! -x .venv-olah/bin/olah-cli ]; then  # olah (Hub mirror) in its own venv: its pins stay apart
+  "$PY" -m venv .venv-olah
+  .venv-olah/bin/python -m pip install -q olah==0.5.4
+fi
+export BERG_OLAH_BIN="$ROOT/.venv-olah/bin/olah-cli"
+
+stage "ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+
+stage "build test artifacts (synthetic export + golden export + PyTorch reference responses)"
+.venv/bin/python tests/artifacts.py "$WORK/artifacts"
+export BERG_TEST_ARTIFACTS="$WORK/artifacts"
+
+stage "export, runtime and Hub tests"
+run_pytest .venv/bin/python -m pytest tests -q -p no:cacheprovider
+
+stage "torch-free stage: wheel in a fresh venv without torch"
+rm -rf "$WORK/dist"
+.venv/bin/python -m build --wheel --outdir "$WORK/dist" . > "$WORK/build.log" 2>&1 || { cat "$WORK/build.log"; exit 1; }
+"$PY" -m venv "$WORK/venv-notorch"
+"$WORK/venv-notorch/bin/python" -m pip install -q "$WORK"/dist/*.whl pytest psutil
+if "$WORK/venv-notorch/bin/python" -c "import torch" 2>/dev/null; then
+  echo "error: torch is importable in the torch-free venv" >&2; exit 1
+fi
+echo "import torch fails in the torch-free venv, as it must"
+cp -r tests "$WORK/tests"   # outside the checkout, so the wheel is what gets imported
+(cd "$WORK" && BERG_EXPECT_NO_TORCH=1 run_pytest "$WORK/venv-notorch/bin/python" -m pytest \
+  tests/runtime tests/hub -q -p no:cacheprovider)
+
+stage "all stages passed"
