@@ -16,6 +16,7 @@ EPILOG = """examples:
   python -m export synth --out berg_dir --voxels V1=200 lateral=300 --seed 7
   python -m export convert --berg-dir berg_dir --out export_dir
   python -m export convert --berg-dir /data/berg --out export_dir --subjects 1 2 --rois V1
+  python -m export demo --workdir berg-onnx-demo
 """
 
 
@@ -53,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rois", nargs="+", default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    p = sub.add_parser("demo", help="synthesize, export and encode sample photographs")
+    p.add_argument("--workdir", type=Path, default=Path("berg-onnx-demo"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
     args = parser.parse_args(argv)
     spec = load_catalog().model(DEFAULT_MODEL_ID)
     start = time.perf_counter()
@@ -67,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
                 spec.check_roi(roi)
             files = synthesize(args.out, spec, subjects, rois, voxels, args.seed, not args.quiet)
             print(f"wrote {len(files)} files to {args.out} in {time.perf_counter() - start:.1f} s")
+        elif args.command == "demo":
+            from .demo import run_demo
+
+            run_demo(args.workdir, args.seed, not args.quiet)
         elif args.command == "convert":
             from .convert import convert
 
