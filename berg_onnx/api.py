@@ -34,7 +34,9 @@ class BERG:
     """Entry point, shaped like the original ``berg.BERG``.
 
     ``BERG(berg_dir=EXPORT_DIR)`` reads a local export; ``BERG()`` downloads
-    from the Hub repository pinned in models.json (see hub.py).
+    from the Hub repository and revision pinned in models.json, which
+    ``repo_id``/``revision`` or $BERG_ONNX_REPO/$BERG_ONNX_REVISION override
+    (see hub.py). ``endpoint`` defaults to $HF_ENDPOINT or the public Hub.
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class BERG:
         repo_id: str | None = None,
         revision: str | None = None,
         cache_dir: str | Path | None = None,
+        endpoint: str | None = None,
         batch_size: int | None = None,
         threads: int | None = None,
     ) -> None:
@@ -59,7 +62,7 @@ class BERG:
         else:
             from .hub import HubStore
 
-            self.store = HubStore(repo_id=repo_id, revision=revision, cache_dir=cache_dir)
+            self.store = HubStore(repo_id, revision, cache_dir, endpoint)
         self._models: dict[tuple[str, int, str, str], EncodingModel] = {}
 
     def __repr__(self) -> str:

@@ -16,6 +16,7 @@ EPILOG = """examples:
   python -m export synth --out berg_dir --voxels V1=200 lateral=300 --seed 7
   python -m export convert --berg-dir berg_dir --out export_dir
   python -m export convert --berg-dir /data/berg --out export_dir --subjects 1 2 --rois V1
+  python -m export publish export_dir --repo-id my-org/fmri-nsd-fwrf-onnx --dry-run
   python -m export demo --workdir berg-onnx-demo
 """
 
@@ -54,6 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rois", nargs="+", default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    p = sub.add_parser("publish", help="upload an export to a Hugging Face Hub repo")
+    p.add_argument("export_dir", type=Path)
+    p.add_argument("--repo-id", required=True, help="ORG/NAME")
+    p.add_argument("--revision", default=None, help="branch to commit to (default: main)")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="list what would be uploaded")
+
     p = sub.add_parser("demo", help="synthesize, export and encode sample photographs")
     p.add_argument("--workdir", type=Path, default=Path("berg-onnx-demo"))
     p.add_argument("--seed", type=int, default=0)
@@ -73,6 +81,20 @@ def main(argv: list[str] | None = None) -> int:
                 spec.check_roi(roi)
             files = synthesize(args.out, spec, subjects, rois, voxels, args.seed, not args.quiet)
             print(f"wrote {len(files)} files to {args.out} in {time.perf_counter() - start:.1f} s")
+        elif args.command == "publish":
+            from .publish import publish
+
+            result = publish(
+                args.export_dir, args.repo_id, args.revision, args.private, args.dry_run
+            )
+            if args.dry_run:
+                for f in result:
+                    print(f"{f.size:>12,d}  {f.sha256}  {f.name}")
+                total = sum(f.size for f in result)
+                print(f"{len(result)} files, {total / 1e6:.1f} MB (+ README.md model card)")
+            else:
+                print(f"published {args.export_dir} to {args.repo_id}; pin this revision:")
+                print(result)
         elif args.command == "demo":
             from .demo import run_demo
 
@@ -88,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{len(manifest.models)} verified models in {args.out} "
                 f"(max abs diff vs PyTorch {worst:.2g}) in {time.perf_counter() - start:.1f} s"
             )
-    except (BERGError, argparse.ArgumentTypeError) as e:
+    except (BERGError, argparse.ArgumentTypeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

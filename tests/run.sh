@@ -30,6 +30,7 @@ if [ ! -x .venv-olah/bin/olah-cli ]; then  # olah (Hub mirror) in its own venv: 
   .venv-olah/bin/python -m pip install -q olah==0.5.4
 fi
 export BERG_OLAH_BIN="$ROOT/.venv-olah/bin/olah-cli"
+if [ -d "$ROOT/../shared/golden" ]; then export BERG_GOLDEN_DIR="$ROOT/../shared/golden"; fi
 
 stage "ruff"
 .venv/bin/ruff check .

@@ -1,0 +1,160 @@
+"""Models from a Hugging Face Hub repository: pinned revision, per-file, verified cache.
+
+Each file the requested model needs is fetched on its own with
+``hf_hub_download`` (never a whole-repo snapshot) into the Hugging Face cache
+or ``$BERG_ONNX_CACHE``. The repo's manifest.json, read at the pinned
+revision, gives every file's sha256 and size; huggingface_hub itself checks
+only sizes, so each file is hashed after download and on first use from the
+cache. A mismatch deletes the bad file and fetches it once more; a second
+mismatch is an error. All later files are read at the commit the manifest came
+from, so a branch that moves mid-session cannot mix two exports.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .catalog import load_catalog
+from .constants import ENV_CACHE, ENV_REPO, ENV_REVISION, env_str
+from .errors import ModelLoadError, ModelNotFoundError, ResourceError
+from .manifest import FileEntry, Manifest
+
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def hub_settings(
+    repo_id: str | None = None, revision: str | None = None, cache_dir: str | Path | None = None
+) -> tuple[str, str, Path | None]:
+    """(repo_id, revision, cache_dir): arguments, then environment, then models.json."""
+    catalog = load_catalog()
+    repo = repo_id or env_str(ENV_REPO) or catalog.hub_repo_id
+    rev = revision or env_str(ENV_REVISION) or catalog.hub_revision
+    cache = cache_dir or env_str(ENV_CACHE)
+    return repo, rev, Path(cache).expanduser() if cache else None
+
+
+def _remove_cached(path: Path) -> None:
+    """Delete a cached file: the snapshot link and the blob it points to."""
+    blob = path.resolve()
+    path.unlink(missing_ok=True)
+    if blob != path:
+        blob.unlink(missing_ok=True)
+
+
+class HubStore:
+    """Exported models in a Hub repo, downloaded on first use into a verified cache."""
+
+    def __init__(
+        self,
+        repo_id: str | None = None,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        endpoint: str | None = None,
+    ) -> None:
+        self.repo_id, self.revision, self.cache_dir = hub_settings(repo_id, revision, cache_dir)
+        self.endpoint = endpoint
+        self._manifest: Manifest | None = None
+        self._commit: str | None = None  # the commit the manifest was read at
+        self._verified: dict[Path, tuple[int, int]] = {}
+
+    def describe(self) -> str:
+        return f"Hub repo {self.repo_id}@{self.revision}"
+
+    @property
+    def commit(self) -> str | None:
+        return self._commit
+
+    def _download(self, filename: str, revision: str, force: bool = False) -> Path:
+        from huggingface_hub import constants, hf_hub_download
+        from huggingface_hub import errors as hf_errors
+
+        try:
+            return Path(
+                hf_hub_download(
+                    self.repo_id,
+                    filename,
+                    revision=revision,
+                    cache_dir=self.cache_dir,
+                    endpoint=self.endpoint,
+                    force_download=force,
+                    library_name="berg-onnx",
+                )
+            )
+        except hf_errors.RepositoryNotFoundError:
+            raise ModelNotFoundError(
+                f"Hub repository {self.repo_id!r} not found (or not accessible with the "
+                f"current token) at {self._where()}."
+            ) from None
+        except hf_errors.RevisionNotFoundError:
+            raise ModelNotFoundError(
+                f"Revision {revision!r} not found in Hub repository {self.repo_id!r}."
+            ) from None
+        except hf_errors.RemoteEntryNotFoundError:
+            raise ModelNotFoundError(
+                f"{filename} is not in Hub repository {self.repo_id!r} at revision {revision!r}."
+            ) from None
+        except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled) as e:
+            if constants.is_offline_mode():
+                raise ResourceError(
+                    f"Offline mode (HF_HUB_OFFLINE=1) and {filename} of {self.repo_id}@"
+                    f"{revision} is not in the cache ({self.cache_dir or 'Hugging Face cache'}). "
+                    "While online, prefetch it with `berg-onnx download --subject N --roi ROI`."
+                ) from None
+            raise ResourceError(
+                f"Cannot download {filename} from {self._where()} and it is not cached: {e}"
+            ) from None
+        except (hf_errors.HfHubHTTPError, OSError) as e:
+            raise ResourceError(
+                f"Downloading {filename} from {self._where()} failed: {e}"
+            ) from None
+
+    def _where(self) -> str:
+        from huggingface_hub import constants
+
+        return self.endpoint or constants.ENDPOINT
+
+    def manifest(self) -> Manifest:
+        if self._manifest is None:
+            name = load_catalog().manifest_name
+            path = self._download(name, self.revision)
+            self._manifest = Manifest.from_json(
+                path.read_text("utf-8"), source=f"{self.describe()}/{name}"
+            )
+            commit = path.parent.name
+            self._commit = commit if _COMMIT.match(commit) else None
+        return self._manifest
+
+    def fetch(self, entry: FileEntry) -> Path:
+        self.manifest()
+        revision = self._commit or self.revision
+        path = self._download(entry.name, revision)
+        for attempt in (1, 2):
+            st = path.stat()
+            stamp = (st.st_size, st.st_mtime_ns)
+            if self._verified.get(path) == stamp:
+                return path
+            problem = entry.problem(path)
+            if problem is None:
+                self._verified[path] = stamp
+                return path
+            _remove_cached(path)
+            if attempt == 1:
+                path = self._download(entry.name, revision, force=True)
+        raise ModelLoadError(
+            f"{entry.name} from {self.describe()} does not match the manifest twice in a row "
+            f"({problem}); the bad copy was deleted from the cache. The repository content "
+            "may be corrupt."
+        )
+
+    def cached(self, entry: FileEntry) -> bool:
+        """Whether ``entry`` is in the cache already (no network)."""
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(
+            self.repo_id,
+            entry.name,
+            cache_dir=self.cache_dir,
+            revision=self._commit or self.revision,
+        )
+        return isinstance(found, str) and Path(found).is_file()
