@@ -65,6 +65,20 @@ def _check_array(x: np.ndarray) -> None:
         raise StimulusError(f"Got values from {lo} to {hi}; expected integers in 0-255.")
 
 
+def _probe_file(source: ImageSource) -> None:
+    """Fail before a long run, not in the middle: check the file exists and has an image header."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(source)
+    try:
+        with Image.open(path):  # reads the header only
+            pass
+    except FileNotFoundError:
+        raise StimulusError(f"Image file not found: {path}") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise StimulusError(f"Cannot read {path} as an image: {e}") from None
+
+
 def _load_image(source: ImageSource) -> np.ndarray:
     """(3, H, W) uint8 from a PIL image or a file path."""
     from PIL import Image, UnidentifiedImageError
@@ -115,7 +129,7 @@ def as_stimulus(stimulus: Any) -> Stimulus:
         _check_array(stimulus)
         return Stimulus(array=stimulus, sources=None)
     if _is_pil(stimulus) or isinstance(stimulus, (str, os.PathLike)):
-        return Stimulus(array=None, sources=(stimulus,))
+        stimulus = [stimulus]
     if isinstance(stimulus, Sequence) and not isinstance(stimulus, (bytes, bytearray)):
         items = tuple(stimulus)
         if not items:
@@ -126,5 +140,7 @@ def as_stimulus(stimulus: Any) -> Stimulus:
                     f"Item {i} of the list is a {type(item).__name__}; expected PIL images "
                     f"or image file paths (or pass one array: {EXPECTED})."
                 )
+            if not _is_pil(item):
+                _probe_file(item)
         return Stimulus(array=None, sources=items)
     raise StimulusError(f"Got a {type(stimulus).__name__}; expected {EXPECTED}.")
