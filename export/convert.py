@@ -10,6 +10,7 @@ was working on.
 from __future__ import annotations
 
 import importlib.metadata
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,8 +58,16 @@ def plan(
             f"{layout.WEIGHTS_DIR} inside it (the directory BERG downloads, holding "
             "encoding_models/). Create a synthetic one with: python -m export synth --out DIR"
         )
-    explicit = subjects is not None or rois is not None
-    subjects = [spec.check_subject(s) for s in subjects] if subjects else list(spec.subjects)
+    found = sorted(
+        {
+            int(m.group(1))
+            for p in (berg_dir / layout.WEIGHTS_DIR).glob("weights_sub-*.pt")
+            if (m := re.match(r"weights_sub-(\d+)_roi-", p.name))
+        }
+    )
+    explicit_subjects = bool(subjects)
+    both_explicit = bool(subjects) and bool(rois)
+    subjects = [spec.check_subject(s) for s in subjects] if subjects else found
     rois = [spec.check_roi(r).name for r in rois] if rois else list(spec.roi_names)
     jobs = []
     for s in subjects:
@@ -66,13 +75,19 @@ def plan(
             sources = layout.checkpoint_paths(berg_dir, s, r, spec.roi(r).splits)
             meta = layout.metadata_path(berg_dir, s, r)
             missing = [p for p in [*sources, meta] if not p.is_file()]
-            if missing and explicit:
+            if missing and both_explicit:
                 raise ModelNotFoundError(
                     f"{berg_dir} has no subject {s} ROI {r}: missing "
                     + ", ".join(str(p.relative_to(berg_dir)) for p in missing)
                 )
             if not missing:
                 jobs.append(Job(s, r, tuple(sources), meta))
+    for r in rois if len(rois) < len(spec.roi_names) else []:
+        if not any(j.roi == r for j in jobs):
+            raise ModelNotFoundError(f"{berg_dir} has no complete model for ROI {r}")
+    for s in subjects if explicit_subjects else []:
+        if not any(j.subject == s for j in jobs):
+            raise ModelNotFoundError(f"{berg_dir} has no complete model for subject {s}")
     if not jobs:
         raise ModelNotFoundError(f"{berg_dir} holds no fwRF checkpoints with metadata to convert")
     return jobs

@@ -135,8 +135,12 @@ def test_failed_model_leaves_no_file_and_no_entry(work_copy, monkeypatch):
 def test_clear_errors_for_bad_directories(tmp_path, artifacts_dir):
     with pytest.raises(InvalidParameterError, match="not a BERG directory"):
         convert(tmp_path, tmp_path / "out", SPEC, progress=False)
-    with pytest.raises(ModelNotFoundError, match="subject 1 ROI PPA"):
+    with pytest.raises(ModelNotFoundError, match="ROI PPA"):
         convert(artifacts_dir / "berg", tmp_path / "out", SPEC, rois=["PPA"], progress=False)
+    with pytest.raises(ModelNotFoundError, match="no subject 1 ROI PPA"):
+        convert(artifacts_dir / "berg", tmp_path / "out", SPEC, [1], ["V1", "PPA"], progress=False)
+    with pytest.raises(ModelNotFoundError, match="subject 5"):
+        convert(artifacts_dir / "berg", tmp_path / "out", SPEC, subjects=[5], progress=False)
     with pytest.raises(ModelNotFoundError, match="valid ROIs"):
         convert(artifacts_dir / "berg", tmp_path / "out", SPEC, rois=["V99"], progress=False)
     run = subprocess.run(

@@ -39,7 +39,11 @@ def numpy_readout(feats, rfs, w, b):
 @pytest.mark.parametrize("nv, batch", [(1, 1), (1, 3), (4, 1), (5, 2)])
 def test_readout_matches_numpy_formulas(nv, batch):
     rng = np.random.default_rng(nv * 10 + batch)
-    feats = [rng.normal(0, 1.5, (batch, 256, s, s)).astype(np.float32) for s in (27, 25, 13)]
+    # encoder features are ReLU outputs (>= 0); some exact zeros as ReLU makes them
+    feats = [
+        np.maximum(rng.normal(0, 1.5, (batch, 256, s, s)), 0).astype(np.float32)
+        for s in (27, 25, 13)
+    ]
     rfs = [rng.normal(0, 3, (nv, s, s)).astype(np.float32) for s in (27, 25, 13)]
     w = rng.normal(0, 0.2, (nv, 768)).astype(np.float32)
     b = rng.normal(0, 0.1, nv).astype(np.float32)
