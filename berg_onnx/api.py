@@ -8,20 +8,26 @@ from typing import Any
 import numpy as np
 
 from .catalog import ModelSpec, load_catalog
-from .constants import DEFAULT_BATCH_SIZE, DEFAULT_MODEL_ID, ENV_BATCH_SIZE, env_str
+from .constants import (
+    CUDA_BATCH_SIZE,
+    DEFAULT_MODEL_ID,
+    ENV_BATCH_SIZE,
+    default_cpu_batch_size,
+    env_str,
+)
 from .errors import InvalidParameterError, ModelNotFoundError
 from .metadata import load_npz
 from .model import EncodingModel, check_batch_size
-from .session import check_device, create_session
+from .session import CUDA, check_device, create_session
 from .store import LocalStore, Store
 
 SELECTION_KEYS = ("roi",)
 
 
-def _default_batch_size() -> int:
+def _env_batch_size() -> int | None:
     value = env_str(ENV_BATCH_SIZE)
     if value is None:
-        return DEFAULT_BATCH_SIZE
+        return None
     try:
         return check_batch_size(int(value))
     except ValueError:
@@ -53,9 +59,8 @@ class BERG:
         if berg_dir is not None and (repo_id or revision):
             raise InvalidParameterError("give either berg_dir or repo_id/revision, not both")
         self.catalog = load_catalog()
-        self.batch_size = (
-            _default_batch_size() if batch_size is None else check_batch_size(batch_size)
-        )
+        # None: chosen per model from its provider (see constants)
+        self.batch_size = _env_batch_size() if batch_size is None else check_batch_size(batch_size)
         self.threads = threads
         if berg_dir is not None:
             self.store: Store = LocalStore(berg_dir)
@@ -112,13 +117,15 @@ class BERG:
             entry = self.store.manifest().get(spec.model_id, subject, roi)
             path = self.store.fetch(entry.onnx)
             session, provider = create_session(path, device, self.threads)
+            auto = CUDA_BATCH_SIZE if provider == CUDA else default_cpu_batch_size()
             self._models[key] = EncodingModel(
                 entry=entry,
                 session=session,
                 provider=provider,
                 device=device,
                 onnx_path=path,
-                batch_size=self.batch_size,
+                batch_size=self.batch_size or auto,
+                prefetch=provider == CUDA,
             )
         return self._models[key]
 

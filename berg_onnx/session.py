@@ -43,9 +43,12 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     opts.intra_op_num_threads = threads or default_threads()
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # The default CPU arena keeps its high-water mark (GBs for a large ROI) for
-    # the life of the session; without it memory goes back after each chunk.
-    opts.enable_cpu_mem_arena = False
+    # The CPU arena keeps its high-water mark for the life of the session (GBs
+    # after one large batch), but encode() only ever runs small chunks, so the
+    # mark stays small and reusing it is 10-30% faster than fresh allocations.
+    # The memory pattern planner adds ~50-100 MB for lateral at no speed gain.
+    opts.enable_cpu_mem_arena = True
+    opts.enable_mem_pattern = False
     opts.log_severity_level = 3
     return opts
 

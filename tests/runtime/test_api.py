@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from berg_onnx import BERG, EncodingModel
+from berg_onnx import BERG, EncodingModel, StimulusError
 
 TOL = 1e-4
 
@@ -161,3 +161,17 @@ def test_progress_bar_on_stderr_and_quiet(berg, photos, capsys, monkeypatch):
     assert capsys.readouterr().err == ""
     monkeypatch.setattr("sys.stderr", None)  # pythonw / some services
     assert berg.encode(model, photos[:2], show_progress=True).shape == (2, 60)
+
+
+def test_prefetching_worker_gives_the_same_results(export_dir, photos):
+    berg = BERG(berg_dir=export_dir, batch_size=3)
+    model = berg.get_encoding_model("fmri-nsd-fwrf", 1, {"roi": "FFA-1"}, device="cpu")
+    assert model.prefetch is False and model.batch_size == 3  # CPU: no prefetch by default
+    plain = berg.encode(model, photos, show_progress=False)
+    model.prefetch = True
+    try:
+        np.testing.assert_array_equal(berg.encode(model, photos, show_progress=False), plain)
+        with pytest.raises(StimulusError):  # errors raised in the worker reach the caller
+            berg.encode(model, ["/nonexistent.png"], show_progress=False)
+    finally:
+        model.prefetch = False
