@@ -7,6 +7,7 @@ output. Only the output grows with the number of images.
 from __future__ import annotations
 
 import sys
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from .constants import available_cores
 from .errors import InvalidParameterError, ModelLoadError
 from .manifest import ModelEntry
 from .stimulus import as_stimulus
@@ -86,18 +88,18 @@ class EncodingModel:
         out = np.empty((n, self.n_voxels), dtype=np.float32)
         bar = _progress(n, show_progress, f"{self.roi} sub-{self.subject:02d}")
         chunks = [(lo, min(n, lo + step)) for lo in range(0, n, step)]
-        # Preprocess chunk i+1 in a worker thread while onnxruntime runs chunk i
-        # (numpy's resize and onnxruntime both release the GIL).
-        pool = (
-            ThreadPoolExecutor(1, thread_name_prefix="berg-preprocess") if self.prefetch else None
-        )
+        # With prefetch, worker threads preprocess the next chunks while
+        # onnxruntime runs this one (numpy's resize and onnxruntime both release
+        # the GIL); at most `ahead` chunks wait in memory.
+        ahead = min(len(chunks), available_cores()) if self.prefetch else 0
+        pool = ThreadPoolExecutor(ahead, thread_name_prefix="berg-preprocess") if ahead else None
         try:
-            pending = pool.submit(stim.chunk, *chunks[0]) if pool else None
+            queue = deque(pool.submit(stim.chunk, *c) for c in chunks[:ahead]) if pool else None
             for i, (start, stop) in enumerate(chunks):
                 if pool:
-                    x = pending.result()
-                    if i + 1 < len(chunks):
-                        pending = pool.submit(stim.chunk, *chunks[i + 1])
+                    x = queue.popleft().result()
+                    if i + ahead < len(chunks):
+                        queue.append(pool.submit(stim.chunk, *chunks[i + ahead]))
                 else:
                     x = stim.chunk(start, stop)
                 out[start:stop] = self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
