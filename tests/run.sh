@@ -53,6 +53,7 @@ if "$WORK/venv-notorch/bin/python" -c "import torch" 2>/dev/null; then
 fi
 echo "import torch fails in the torch-free venv, as it must"
 cp -r tests "$WORK/tests"   # outside the checkout, so the wheel is what gets imported
+cp pyproject.toml "$WORK/"   # pytest settings only; no package source travels
 (cd "$WORK" && BERG_EXPECT_NO_TORCH=1 run_pytest "$WORK/venv-notorch/bin/python" -m pytest \
   tests/runtime tests/hub -q -p no:cacheprovider)
 
