@@ -15,13 +15,12 @@ REPO = Path(__file__).resolve().parents[2]
 pytest.importorskip("hatchling")
 
 
-def _build(tmp_path: Path, flavour: str | None) -> Path:
+def _run_build(out: Path, flavour: str | None) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.pop("BERG_ONNX_FLAVOUR", None)
     if flavour:
         env["BERG_ONNX_FLAVOUR"] = flavour
-    out = tmp_path / (flavour or "default")
-    run = subprocess.run(
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -36,6 +35,11 @@ def _build(tmp_path: Path, flavour: str | None) -> Path:
         text=True,
         env=env,
     )
+
+
+def _build(tmp_path: Path, flavour: str | None) -> Path:
+    out = tmp_path / (flavour or "default")
+    run = _run_build(out, flavour)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     (wheel,) = out.glob("*.whl")
     return wheel
@@ -72,20 +76,5 @@ def test_wheel_contents_and_flavour(tmp_path, flavour, dist, runtime, other):
 
 
 def test_unknown_flavour_is_refused(tmp_path):
-    env = dict(os.environ, BERG_ONNX_FLAVOUR="tpu")
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "build",
-            "--wheel",
-            "--no-isolation",
-            "--outdir",
-            str(tmp_path),
-            str(REPO),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    run = _run_build(tmp_path, "tpu")
     assert run.returncode != 0 and "BERG_ONNX_FLAVOUR" in run.stdout + run.stderr
