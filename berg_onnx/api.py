@@ -16,6 +16,7 @@ from .constants import (
     env_str,
 )
 from .errors import InvalidParameterError, ModelNotFoundError
+from .manifest import model_key
 from .metadata import load_npz
 from .model import EncodingModel, check_batch_size
 from .session import CUDA, check_device, create_session
@@ -160,9 +161,7 @@ class BERG:
             subject = spec.check_subject(subject)
             manifest = self.store.manifest()
             available = [
-                r
-                for r in spec.roi_names
-                if f"{spec.model_id}/sub-{subject:02d}/{r}" in manifest.models
+                r for r in spec.roi_names if model_key(spec.model_id, subject, r) in manifest.models
             ]
             if not available:
                 raise ModelNotFoundError(

@@ -18,6 +18,7 @@ import numpy as np
 from .catalog import load_catalog
 from .constants import DEFAULT_MODEL_ID, ENV_CACHE, ENV_REPO, ENV_REVISION
 from .errors import BERGError, InvalidParameterError, StimulusError
+from .manifest import model_key
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 #: A 69-byte ONNX graph (Identity) used by `doctor` to try each execution provider.
@@ -145,7 +146,7 @@ def _status(store, manifest, model_id: str, roi: str, subjects) -> str:
         return "not cached"
     have, cached = [], []
     for s in subjects:
-        key = f"{model_id}/sub-{s:02d}/{roi}"
+        key = model_key(model_id, s, roi)
         if key in manifest.models:
             have.append(s)
             entry = manifest.models[key]
