@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelLoadError, ModelNotFoundError
+from .errors import InvalidParameterError, ModelLoadError, ModelNotFoundError
 from .fileio import atomic_write_bytes, sha256_file
 
 SCHEMA_VERSION = 1
@@ -69,14 +69,31 @@ class ModelEntry:
     exporter: str
     max_abs_diff: float
     verification: dict[str, Any] = field(default_factory=dict)
+    #: opt-in reduced-precision tier (readout GEMMs in int8), if exported
+    onnx_int8: FileEntry | None = None
+    int8_max_abs_diff: float | None = None
 
     @property
     def key(self) -> str:
         return model_key(self.model_id, self.subject, self.roi)
 
     @property
-    def files(self) -> tuple[FileEntry, FileEntry]:
-        return (self.onnx, self.metadata)
+    def files(self) -> tuple[FileEntry, ...]:
+        extra = (self.onnx_int8,) if self.onnx_int8 else ()
+        return (self.onnx, self.metadata, *extra)
+
+    def onnx_file(self, precision: str) -> FileEntry:
+        """The graph for ``precision`` ('fp32' or 'int8')."""
+        if precision == "fp32":
+            return self.onnx
+        if precision == "int8" and self.onnx_int8 is not None:
+            return self.onnx_int8
+        if precision == "int8":
+            raise ModelNotFoundError(
+                f"{self.key} has no int8 variant in this export; re-export with "
+                "`python -m export convert ... --int8`."
+            )
+        raise InvalidParameterError(f"precision must be 'fp32' or 'int8', got {precision!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,6 +114,8 @@ class ModelEntry:
             exporter=d["exporter"],
             max_abs_diff=float(d["max_abs_diff"]),
             verification=dict(d.get("verification", {})),
+            onnx_int8=FileEntry(**d["onnx_int8"]) if d.get("onnx_int8") else None,
+            int8_max_abs_diff=d.get("int8_max_abs_diff"),
         )
 
 

@@ -43,6 +43,7 @@ class EncodingModel:
     device: str
     onnx_path: Path = field(repr=False)
     batch_size: int
+    precision: str = "fp32"
     #: Preprocess the next chunk in a thread while onnxruntime runs this one. It
     #: pays when inference runs on a GPU; on CPU both compete for the same cores
     #: (measured: no gain on 2 cores), so it is on for CUDA only.
@@ -75,7 +76,7 @@ class EncodingModel:
     def __repr__(self) -> str:
         return (
             f"EncodingModel({self.model_id!r}, subject={self.subject}, roi={self.roi!r}, "
-            f"voxels={self.n_voxels}, provider={self.provider!r})"
+            f"voxels={self.n_voxels}, provider={self.provider!r}, precision={self.precision!r})"
         )
 
     def encode(

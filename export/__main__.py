@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="export directory")
     p.add_argument("--subjects", type=int, nargs="+", default=None)
     p.add_argument("--rois", nargs="+", default=None)
+    p.add_argument(
+        "--int8", action="store_true", help="also write the opt-in int8-readout tier (~0.01 abs)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("publish", help="upload an export to a Hugging Face Hub repo")
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             from .convert import convert
 
             manifest = convert(
-                args.berg_dir, args.out, spec, args.subjects, args.rois, not args.quiet
+                args.berg_dir, args.out, spec, args.subjects, args.rois, not args.quiet, args.int8
             )
             worst = max((m.max_abs_diff for m in manifest.models.values()), default=0.0)
             print(

@@ -28,7 +28,14 @@ from berg_onnx.metadata import flatten, load_npz
 
 from . import layout
 from .checkpoint import load_checkpoint, load_pickled_npy
-from .onnx_export import EXPORTER, OPSET, export_onnx, verify
+from .onnx_export import (
+    EXPORTER,
+    INT8_TOLERANCE,
+    OPSET,
+    export_onnx,
+    quantize_readout,
+    verify,
+)
 from .reference import build_model
 from .samples import photographs
 
@@ -93,8 +100,10 @@ def plan(
     return jobs
 
 
-def _up_to_date(entry: ModelEntry | None, out_dir: Path, src_sha: list[str], meta_sha: str) -> bool:
-    if entry is None:
+def _up_to_date(
+    entry: ModelEntry | None, out_dir: Path, src_sha: list[str], meta_sha: str, int8: bool
+) -> bool:
+    if entry is None or (int8 and entry.onnx_int8 is None):
         return False
     if [
         s.source_sha256 for s in entry.splits
@@ -103,7 +112,9 @@ def _up_to_date(entry: ModelEntry | None, out_dir: Path, src_sha: list[str], met
     return all(f.problem(out_dir / f.name) is None for f in entry.files)
 
 
-def convert_one(job: Job, spec: ModelSpec, out_dir: Path, photos: np.ndarray) -> ModelEntry:
+def convert_one(
+    job: Job, spec: ModelSpec, out_dir: Path, photos: np.ndarray, int8: bool = False
+) -> ModelEntry:
     catalog = berg_onnx.catalog.load_catalog()
     checkpoints = [load_checkpoint(p) for p in job.sources]
     for split, ck in enumerate(checkpoints, start=1):
@@ -131,6 +142,13 @@ def convert_one(job: Job, spec: ModelSpec, out_dir: Path, photos: np.ndarray) ->
     with atomic_path(out_dir / onnx_name) as tmp:
         export_onnx(deploy, tmp)
         result = verify(tmp, reference, photos)  # raises before the rename on mismatch
+    int8_entry, int8_diff = None, None
+    if int8:
+        int8_name = catalog.file_name("onnx_int8", spec.model_id, job.subject, job.roi)
+        with atomic_path(out_dir / int8_name) as tmp:
+            quantize_readout(out_dir / onnx_name, tmp)
+            int8_diff = verify(tmp, reference, photos, tolerance=INT8_TOLERANCE).max_abs_diff
+        int8_entry = FileEntry.of(out_dir, int8_name)
     flat = flatten(meta)
     with atomic_path(out_dir / npz_name) as tmp:
         with open(tmp, "wb") as f:
@@ -168,6 +186,8 @@ def convert_one(job: Job, spec: ModelSpec, out_dir: Path, photos: np.ndarray) ->
             "batch_sizes": list(result.batch_sizes),
             "tolerance": 1e-4,
         },
+        onnx_int8=int8_entry,
+        int8_max_abs_diff=int8_diff,
     )
 
 
@@ -178,7 +198,9 @@ def convert(
     subjects: Sequence[int] | None = None,
     rois: Sequence[str] | None = None,
     progress: bool = True,
+    int8: bool = False,
 ) -> Manifest:
+    """Export every (subject, ROI) found; ``int8`` adds the opt-in int8-readout tier."""
     from tqdm.auto import tqdm
 
     berg_dir, out_dir = Path(berg_dir), Path(out_dir)
@@ -192,11 +214,12 @@ def convert(
         bar.set_postfix_str(f"sub-{job.subject:02d} {job.roi}")
         key = berg_onnx.manifest.model_key(spec.model_id, job.subject, job.roi)
         src_sha = [sha256_file(p) for p in job.sources]
-        if _up_to_date(manifest.models.get(key), out_dir, src_sha, sha256_file(job.metadata)):
+        meta_sha = sha256_file(job.metadata)
+        if _up_to_date(manifest.models.get(key), out_dir, src_sha, meta_sha, int8):
             continue
         if manifest.models.pop(key, None) is not None:
             manifest.write(manifest_path)  # a failure below must leave no stale entry
-        manifest.add(convert_one(job, spec, out_dir, photos))
+        manifest.add(convert_one(job, spec, out_dir, photos, int8))
         manifest.write(manifest_path)
     manifest.write(manifest_path)
     return manifest

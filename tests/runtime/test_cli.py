@@ -165,3 +165,40 @@ def test_doctor_reports_providers_and_cache(tmp_path):
     assert "CPUExecutionProvider: usable" in run.stdout
     assert f"cache: {tmp_path / 'cache'}" in run.stdout
     assert "onnxruntime flavours installed: onnxruntime" in run.stdout
+
+
+def test_encode_with_the_int8_tier(image_dir, export_dir, tmp_path):
+    out = tmp_path / "fast.npy"
+    run = cli(
+        "encode",
+        str(image_dir),
+        "--subject",
+        "1",
+        "--roi",
+        "FFA-1",
+        "--precision",
+        "int8",
+        "--berg-dir",
+        str(export_dir),
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    assert run.returncode == 0, run.stderr
+    fast = np.load(out)
+    exact_run = cli(
+        "encode",
+        str(image_dir),
+        "--subject",
+        "1",
+        "--roi",
+        "FFA-1",
+        "--berg-dir",
+        str(export_dir),
+        "--out",
+        str(tmp_path / "exact.npy"),
+        "--quiet",
+    )
+    assert exact_run.returncode == 0, exact_run.stderr
+    diff = np.abs(fast - np.load(tmp_path / "exact.npy")).max()
+    assert 0 < diff <= 0.05

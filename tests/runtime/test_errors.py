@@ -121,3 +121,11 @@ def test_cuda_on_cpu_only_install_raises_resource_error(berg):
         berg.get_encoding_model("fmri-nsd-fwrf", 1, {"roi": "V1"}, device="cuda")
     auto = berg.get_encoding_model("fmri-nsd-fwrf", 1, {"roi": "V1"}, device="auto")
     assert auto.provider == "CPUExecutionProvider"
+
+
+def test_precision_choices(berg, golden_export):
+    with pytest.raises(InvalidParameterError, match="fp32, int8"):
+        berg.get_encoding_model("fmri-nsd-fwrf", 1, {"roi": "V1"}, precision="fp16")
+    golden = BERG(berg_dir=golden_export)  # exported without --int8
+    with pytest.raises(ModelNotFoundError, match="--int8"):
+        golden.get_encoding_model("fmri-nsd-fwrf", 1, {"roi": "V1"}, precision="int8")
