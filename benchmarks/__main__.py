@@ -109,7 +109,7 @@ def prepare(workdir: Path) -> tuple[Path, Path]:
         print(f"synthesizing {', '.join(missing)} (realistic voxel counts) ...", flush=True)
         synthesize(berg_dir, spec, [1], missing, None, 0, progress=False)
     print("exporting (skipped when up to date) ...", flush=True)
-    convert(berg_dir, export_dir, spec, [1], list(ROIS), progress=False)
+    convert(berg_dir, export_dir, spec, [1], list(ROIS), progress=False, int8=True)
     return berg_dir, export_dir
 
 
@@ -161,6 +161,15 @@ def throughput(berg_dir: Path, export_dir: Path, threads: int, quick: bool) -> d
             berg.encode(model, one, batch_size=1, show_progress=False)
             lat.append(time.perf_counter() - t)
 
+        fast = berg.get_encoding_model(MODEL, 1, {"roi": roi}, device="cpu", precision="int8")
+        int8_rate = rate(lambda m=fast: berg.encode(m, images, show_progress=False), n, min_time)
+        int8_diff = float(
+            np.abs(
+                berg.encode(fast, images, show_progress=False)
+                - berg.encode(model, images, show_progress=False)
+            ).max()
+        )
+
         cks = [load_checkpoint(p) for p in layout.checkpoint_paths(berg_dir, 1, roi, splits)]
         ref = build_model([(c.encoder, c.readout) for c in cks])
 
@@ -187,6 +196,8 @@ def throughput(berg_dir: Path, export_dir: Path, threads: int, quick: bool) -> d
             "berg_batch1_ms": 1000 * statistics.median(lat),
             "torch_same_batch_images_per_s": t_same,
             "torch_original_loop_images_per_s": t_orig,
+            "berg_int8_e2e_images_per_s": int8_rate,
+            "int8_max_abs_diff_vs_fp32": int8_diff,
         }
         del ref, cks
     return results
@@ -278,6 +289,18 @@ def report(r: dict) -> str:
             f"{t['torch_original_loop_images_per_s']:.1f} | "
             f"{t['berg_e2e_images_per_s'] / t['torch_same_batch_images_per_s']:.1f}x | "
             f"{ORIGINAL[roi][0]} |"
+        )
+    lines += [
+        "",
+        "opt-in int8 tier (readout GEMMs in int8; --int8 at export, precision='int8'):",
+        "| ROI | int8 e2e img/s | vs fp32 e2e | max abs diff vs fp32 |",
+        "|---|---|---|---|",
+    ]
+    for roi, t in r["throughput"].items():
+        lines.append(
+            f"| {roi} | {t['berg_int8_e2e_images_per_s']:.1f} | "
+            f"{t['berg_int8_e2e_images_per_s'] / t['berg_e2e_images_per_s']:.2f}x | "
+            f"{t['int8_max_abs_diff_vs_fp32']:.3f} |"
         )
     if "memory" in r:
         lines += [
