@@ -242,11 +242,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     print(f"Hub repo: {repo}@{revision} (env {ENV_REPO}, {ENV_REVISION}); endpoint {hf.ENDPOINT}")
     print(f"cache: {cache or hf.HF_HUB_CACHE} (env {ENV_CACHE} or HF_HUB_CACHE)")
     print(f"offline mode (HF_HUB_OFFLINE): {'on' if hf.HF_HUB_OFFLINE else 'off'}")
-    _print_cached(repo, cache)
+    _print_cached(cache)
     return 0
 
 
-def _print_cached(repo: str, cache: Path | None) -> None:
+def _print_cached(cache: Path | None) -> None:
+    """Exported models in the cache, per Hub repo (any repo: pins and forks differ)."""
     from huggingface_hub import scan_cache_dir
 
     try:
@@ -254,15 +255,16 @@ def _print_cached(repo: str, cache: Path | None) -> None:
     except Exception:  # noqa: BLE001 - an absent or unreadable cache just means nothing cached
         print("cached models: none")
         return
-    names = sorted(
-        f.file_name
-        for r in info.repos
-        if r.repo_id == repo
-        for rev in r.revisions
-        for f in rev.files
-        if f.file_name.endswith(".onnx")
-    )
-    print(f"cached models: {', '.join(n.removesuffix('.onnx') for n in names) or 'none'}")
+    found = {}
+    for r in info.repos:
+        files = {f.file_name for rev in r.revisions for f in rev.files}
+        names = sorted(n.removesuffix(".onnx") for n in files if n.endswith(".onnx"))
+        if names:
+            found[r.repo_id] = names
+    if not found:
+        print("cached models: none")
+    for repo_id, names in sorted(found.items()):
+        print(f"cached models in {repo_id}: {', '.join(names)}")
 
 
 EXAMPLES = {

@@ -259,3 +259,54 @@ def test_olah_mirror_by_commit_and_tag(export_dir, tmp_path, photos, local_respo
                 model = berg.get_encoding_model(MODEL, 1, {"roi": roi})
                 got = berg.encode(model, photos, show_progress=False)
                 np.testing.assert_array_equal(got, local_responses[roi])
+
+
+def test_cli_download_then_offline_encode_and_doctor(hub, tmp_path, artifacts_dir):
+    server, commit = hub
+    cache = tmp_path / "cache"
+    env = client_env(server.endpoint, tmp_path / "home")
+    env["BERG_ONNX_CACHE"] = str(cache)
+    repo = ["--repo-id", REPO_ID, "--revision", commit]
+
+    def cli(*args, offline=False):
+        e = dict(env, HF_HUB_OFFLINE="1") if offline else env
+        return subprocess.run(
+            [sys.executable, "-m", "berg_onnx", *args], env=e, capture_output=True, text=True
+        )
+
+    run = cli("download", "--subject", "1", "--roi", "V1", "lateral", *repo, "--quiet")
+    assert run.returncode == 0, run.stderr
+    assert "verified" in run.stdout
+    stim = tmp_path / "stim.npy"
+    np.save(stim, np.load(artifacts_dir / "reference" / "photos_256_uint8.npy")[:2])
+    run = cli(
+        "encode",
+        str(stim),
+        "--subject",
+        "1",
+        "--roi",
+        "lateral",
+        *repo,
+        "--out",
+        str(tmp_path / "r.npy"),
+        "--quiet",
+        offline=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert np.load(tmp_path / "r.npy").shape == (2, 61)
+    run = cli(
+        "encode",
+        str(stim),
+        "--subject",
+        "1",
+        "--roi",
+        "FFA-1",
+        *repo,
+        "--out",
+        str(tmp_path / "f.npy"),
+        offline=True,
+    )
+    assert run.returncode == 1 and "berg-onnx download" in run.stderr  # not prefetched
+    run = cli("doctor", offline=True)
+    assert run.returncode == 0 and "offline mode (HF_HUB_OFFLINE): on" in run.stdout
+    assert "fmri-nsd-fwrf_sub-01_roi-V1" in run.stdout and str(cache) in run.stdout
