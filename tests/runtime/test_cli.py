@@ -20,6 +20,23 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     )
 
 
+def encode(images: str, roi: str, export_dir: Path, out: Path, *extra: str):
+    """`berg-onnx encode IMAGES --subject 1 --roi ROI --berg-dir EXPORT --out OUT [extra]`."""
+    return cli(
+        "encode",
+        images,
+        "--subject",
+        "1",
+        "--roi",
+        roi,
+        "--berg-dir",
+        str(export_dir),
+        "--out",
+        str(out),
+        *extra,
+    )
+
+
 @pytest.fixture(scope="module")
 def image_dir(artifacts_dir, tmp_path_factory) -> Path:
     photos = np.load(artifacts_dir / "reference" / "photos_256_uint8.npy")[:5]
@@ -34,19 +51,7 @@ def image_dir(artifacts_dir, tmp_path_factory) -> Path:
 
 def test_encode_a_folder_of_jpeg_and_png(image_dir, export_dir, tmp_path):
     out = tmp_path / "r.npy"
-    run = cli(
-        "encode",
-        str(image_dir),
-        "--subject",
-        "1",
-        "--roi",
-        "V1",
-        "--berg-dir",
-        str(export_dir),
-        "--out",
-        str(out),
-        "--quiet",
-    )
+    run = encode(str(image_dir), "V1", export_dir, out, "--quiet")
     assert run.returncode == 0, run.stderr
     responses = np.load(out, allow_pickle=False)
     paths = (tmp_path / "r.paths.txt").read_text().split()
@@ -61,20 +66,7 @@ def test_encode_a_folder_of_jpeg_and_png(image_dir, export_dir, tmp_path):
 def test_encode_npy_stimulus(artifacts_dir, export_dir, tmp_path):
     stim = tmp_path / "stim.npy"
     np.save(stim, np.load(artifacts_dir / "reference" / "photos_256_uint8.npy")[:3])
-    run = cli(
-        "encode",
-        str(stim),
-        "--subject",
-        "1",
-        "--roi",
-        "lateral",
-        "--berg-dir",
-        str(export_dir),
-        "--out",
-        str(tmp_path / "o.npy"),
-        "--batch-size",
-        "2",
-    )
+    run = encode(str(stim), "lateral", export_dir, tmp_path / "o.npy", "--batch-size", "2")
     assert run.returncode == 0, run.stderr
     assert np.load(tmp_path / "o.npy").shape == (3, 61)
     assert (tmp_path / "o.paths.txt").read_text().splitlines()[2] == f"{stim}[2]"
@@ -110,18 +102,7 @@ def test_errors_are_one_clear_line(case, message, image_dir, export_dir, tmp_pat
     elif case == "float_npy":
         images = str(tmp_path / "f.npy")
         np.save(images, np.zeros((1, 3, 8, 8), np.float32))
-    run = cli(
-        "encode",
-        images,
-        "--subject",
-        "1",
-        "--roi",
-        roi,
-        "--berg-dir",
-        str(export_dir),
-        "--out",
-        str(out),
-    )
+    run = encode(images, roi, export_dir, out)
     assert run.returncode != 0
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
@@ -169,36 +150,10 @@ def test_doctor_reports_providers_and_cache(tmp_path):
 
 def test_encode_with_the_int8_tier(image_dir, export_dir, tmp_path):
     out = tmp_path / "fast.npy"
-    run = cli(
-        "encode",
-        str(image_dir),
-        "--subject",
-        "1",
-        "--roi",
-        "FFA-1",
-        "--precision",
-        "int8",
-        "--berg-dir",
-        str(export_dir),
-        "--out",
-        str(out),
-        "--quiet",
-    )
+    run = encode(str(image_dir), "FFA-1", export_dir, out, "--precision", "int8", "--quiet")
     assert run.returncode == 0, run.stderr
     fast = np.load(out)
-    exact_run = cli(
-        "encode",
-        str(image_dir),
-        "--subject",
-        "1",
-        "--roi",
-        "FFA-1",
-        "--berg-dir",
-        str(export_dir),
-        "--out",
-        str(tmp_path / "exact.npy"),
-        "--quiet",
-    )
+    exact_run = encode(str(image_dir), "FFA-1", export_dir, tmp_path / "exact.npy", "--quiet")
     assert exact_run.returncode == 0, exact_run.stderr
     diff = np.abs(fast - np.load(tmp_path / "exact.npy")).max()
     assert 0 < diff <= 0.05
