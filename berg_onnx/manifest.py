@@ -16,6 +16,10 @@ from .fileio import atomic_write_bytes, sha256_file
 
 SCHEMA_VERSION = 1
 FORMAT = "berg-onnx-export"
+#: Every exported graph has exactly this input (float32 (batch, 3, 227, 227) in
+#: [0, 1]) and this output (float32 (batch, nv)).
+INPUT_NAME = "images"
+OUTPUT_NAME = "responses"
 
 
 def model_key(model_id: str, subject: int, roi: str) -> str:

@@ -18,11 +18,8 @@ import onnxruntime as ort
 
 from .constants import available_cores
 from .errors import InvalidParameterError, ModelLoadError
-from .manifest import ModelEntry
+from .manifest import INPUT_NAME, OUTPUT_NAME, ModelEntry
 from .stimulus import as_stimulus
-
-INPUT_NAME = "images"
-OUTPUT_NAME = "responses"
 
 
 def check_batch_size(batch_size: Any) -> int:

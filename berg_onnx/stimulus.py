@@ -9,8 +9,9 @@ there are.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -65,35 +66,33 @@ def _check_array(x: np.ndarray) -> None:
         raise StimulusError(f"Got values from {lo} to {hi}; expected integers in 0-255.")
 
 
-def _probe_file(source: ImageSource) -> None:
-    """Fail before a long run, not in the middle: check the file exists and has an image header."""
+@contextlib.contextmanager
+def _open_image(source: ImageSource) -> Iterator[Any]:
+    """A PIL image opened from a path, with file errors turned into StimulusError."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(source)
     try:
-        with Image.open(path):  # reads the header only
-            pass
+        with Image.open(path) as img:
+            yield img
     except FileNotFoundError:
         raise StimulusError(f"Image file not found: {path}") from None
     except (UnidentifiedImageError, OSError) as e:
         raise StimulusError(f"Cannot read {path} as an image: {e}") from None
+
+
+def _probe_file(source: ImageSource) -> None:
+    """Fail before a long run, not in the middle: check the file exists and has an image header."""
+    with _open_image(source):  # reads the header only
+        pass
 
 
 def _load_image(source: ImageSource) -> np.ndarray:
     """(3, H, W) uint8 from a PIL image or a file path."""
-    from PIL import Image, UnidentifiedImageError
-
     if _is_pil(source):
-        img = source
+        return np.asarray(source.convert("RGB")).transpose(2, 0, 1)
+    with _open_image(source) as img:
         return np.asarray(img.convert("RGB")).transpose(2, 0, 1)
-    path = Path(source)
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB")).transpose(2, 0, 1)
-    except FileNotFoundError:
-        raise StimulusError(f"Image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise StimulusError(f"Cannot read {path} as an image: {e}") from None
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,13 @@ def _up_to_date(
 
 
 def convert_one(
-    job: Job, spec: ModelSpec, out_dir: Path, photos: np.ndarray, int8: bool = False
+    job: Job,
+    spec: ModelSpec,
+    out_dir: Path,
+    photos: np.ndarray,
+    source_sha: Sequence[str],
+    metadata_sha: str,
+    int8: bool = False,
 ) -> ModelEntry:
     catalog = berg_onnx.catalog.load_catalog()
     checkpoints = [load_checkpoint(p) for p in job.sources]
@@ -164,12 +170,12 @@ def convert_one(
         roi=job.roi,
         nv=nv,
         splits=tuple(
-            SplitEntry(split=i, nv=ck.nv, source=ck.path.name, source_sha256=sha256_file(ck.path))
-            for i, ck in enumerate(checkpoints, start=1)
+            SplitEntry(split=i, nv=ck.nv, source=ck.path.name, source_sha256=sha)
+            for i, (ck, sha) in enumerate(zip(checkpoints, source_sha, strict=True), start=1)
         ),
         onnx=FileEntry.of(out_dir, onnx_name),
         metadata=FileEntry.of(out_dir, npz_name),
-        metadata_source_sha256=sha256_file(job.metadata),
+        metadata_source_sha256=metadata_sha,
         opset=OPSET,
         versions={
             "torch": torch.__version__,
@@ -219,7 +225,7 @@ def convert(
             continue
         if manifest.models.pop(key, None) is not None:
             manifest.write(manifest_path)  # a failure below must leave no stale entry
-        manifest.add(convert_one(job, spec, out_dir, photos, int8))
+        manifest.add(convert_one(job, spec, out_dir, photos, src_sha, meta_sha, int8))
         manifest.write(manifest_path)
     manifest.write(manifest_path)
     return manifest

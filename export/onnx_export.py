@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from berg_onnx.errors import BERGError
+from berg_onnx.manifest import INPUT_NAME, OUTPUT_NAME
 
 from .reference import FwrfModel
 
@@ -27,8 +28,6 @@ OPSET = 20
 #: Sanity bound for the opt-in int8 tier (measured ~0.01 max abs on responses
 #: with an SD of ~0.2); a broken quantisation lands far above it.
 INT8_TOLERANCE = 0.05
-INPUT_NAME = "images"
-OUTPUT_NAME = "responses"
 TOLERANCE = 1e-4
 EXPORTER = "torch.onnx.export(dynamo=True)"
 
