@@ -8,18 +8,12 @@ from typing import Any
 import numpy as np
 
 from .catalog import ModelSpec, load_catalog
-from .constants import (
-    CUDA_BATCH_SIZE,
-    DEFAULT_MODEL_ID,
-    ENV_BATCH_SIZE,
-    default_cpu_batch_size,
-    env_str,
-)
+from .constants import CPU_BATCH_SIZE, CUDA_BATCH_SIZE, DEFAULT_MODEL_ID, ENV_BATCH_SIZE, env_str
 from .errors import InvalidParameterError, ModelNotFoundError
 from .manifest import model_key
 from .metadata import load_npz
 from .model import EncodingModel, check_batch_size
-from .session import CUDA, check_device, create_session
+from .session import CUDA, check_device, check_threads, create_session, default_threads
 from .store import LocalStore, Store
 
 SELECTION_KEYS = ("roi",)
@@ -63,7 +57,8 @@ class BERG:
         self.catalog = load_catalog()
         # None: chosen per model from its provider (see constants)
         self.batch_size = _env_batch_size() if batch_size is None else check_batch_size(batch_size)
-        self.threads = threads
+        # CPU cores to use (None: $BERG_ONNX_THREADS, else the cores this process may use)
+        self.threads = default_threads() if threads is None else check_threads(threads)
         if berg_dir is not None:
             self.store: Store = LocalStore(berg_dir)
         else:
@@ -128,7 +123,7 @@ class BERG:
             entry = self.store.manifest().get(spec.model_id, subject, roi)
             path = self.store.fetch(entry.onnx_file(precision))
             session, provider = create_session(path, device, self.threads)
-            auto = CUDA_BATCH_SIZE if provider == CUDA else default_cpu_batch_size()
+            auto = CUDA_BATCH_SIZE if provider == CUDA else CPU_BATCH_SIZE
             self._models[key] = EncodingModel(
                 entry=entry,
                 session=session,
@@ -136,8 +131,8 @@ class BERG:
                 device=device,
                 onnx_path=path,
                 batch_size=self.batch_size or auto,
-                prefetch=provider == CUDA,
                 precision=precision,
+                threads=self.threads,
             )
         return self._models[key]
 

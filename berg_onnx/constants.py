@@ -20,11 +20,17 @@ ENV_REVISION = "BERG_ONNX_REVISION"
 ENV_CACHE = "BERG_ONNX_CACHE"
 #: Images per onnxruntime call in encode() (default below).
 ENV_BATCH_SIZE = "BERG_ONNX_BATCH_SIZE"
-#: onnxruntime intra-op threads (default: the cores this process may use).
+#: CPU cores encode() uses: worker threads for many images, onnxruntime intra-op
+#: threads for a single chunk (default: the cores this process may use).
 ENV_THREADS = "BERG_ONNX_THREADS"
 
 #: Images per onnxruntime call on CUDA, where larger batches keep the GPU busy.
 CUDA_BATCH_SIZE = 32
+#: Images per onnxruntime call on CPU. Each core's worker runs its own calls
+#: (see model.py), and one image at a time keeps the readout's (256, voxels)
+#: blocks in cache: on 2 cores, V1 100.6 images/s at 1 vs 97.6 at 2, FFA-1
+#: 150 vs 139, lateral 25.0 vs 24.6.
+CPU_BATCH_SIZE = 1
 
 #: Side of the square image the encoder takes.
 INPUT_SIZE = 227
@@ -42,13 +48,3 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not on Linux
         return max(1, os.cpu_count() or 1)
-
-
-def default_cpu_batch_size() -> int:
-    """Images per onnxruntime call on CPU: about one per core, 2 to 8.
-
-    On a 2-core machine batch 2 was fastest (V1 114 vs 107 images/s at 8;
-    lateral 28.7 vs 24.3) and keeps the readout's (batch, 256, nv) blocks in
-    cache and peak memory low; more cores can use a little more.
-    """
-    return min(8, max(2, available_cores()))

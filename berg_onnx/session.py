@@ -31,6 +31,12 @@ def default_threads() -> int:
     return int(value)
 
 
+def check_threads(threads: object) -> int:
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise InvalidParameterError(f"threads must be a positive integer, got {threads!r}")
+    return threads
+
+
 def check_device(device: object) -> str:
     if device not in DEVICES:
         raise InvalidParameterError(f"device must be one of {', '.join(DEVICES)}; got {device!r}")

@@ -117,39 +117,62 @@ def act_nonneg(t: torch.Tensor) -> torch.Tensor:
     return torch.log(1 + t) * torch.tanh(t)
 
 
+#: Voxels per readout tile. After the GEMM, each layer's (B, 256, nv) block goes
+#: through six elementwise passes; tiles this wide keep those passes in cache.
+#: Measured on 2 cores (concurrent single-image runs): V1 118 -> 124 images/s,
+#: lateral 27 -> 29; 256 was no better, 1024 and untiled slower.
+TILE_VOXELS = 512
+
+
+def voxel_tiles(nv: int, width: int = TILE_VOXELS) -> list[tuple[int, int]]:
+    """Near-equal [start, stop) voxel ranges about ``width`` wide, covering 0..nv."""
+    n = max(1, round(nv / width))
+    edges = [round(i * nv / n) for i in range(n + 1)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
 class GemmReadout(nn.Module):
     """The same readout, rewritten for speed; exact in real arithmetic.
 
-    - One GEMM per layer, batch first: act(F_k) (B, 256, S) @ softmax(rf_k)^T (S, nv),
-      with the softmax precomputed and its denormals flushed (``FLUSH_BELOW``).
+    - One GEMM per layer and voxel tile, batch first: act(F_k) (B, 256, S) @
+      softmax(rf_k)^T (S, tile), with the softmax precomputed and its denormals
+      flushed (``FLUSH_BELOW``).
     - No concatenation: the activation is elementwise and the output a sum over
-      channels, so each layer's (B, 256, nv) block is activated, weighted by its
-      256 rows of ``w`` and summed on its own.
+      channels, so each layer's (B, 256, tile) block is activated, weighted by
+      its 256 rows of ``w`` and summed on its own.
     - No |.|: every feature map is a ReLU (or max-pool of ReLU) output, so F >= 0,
       and phi is a non-negative combination of act(F) >= 0; |t| = t for both.
+    - Voxel tiles (``TILE_VOXELS``): only the output's columns are split, so
+      every voxel sees exactly the arithmetic of the untiled form.
     """
 
-    def __init__(self, readout: Mapping[str, torch.Tensor]) -> None:
+    def __init__(self, readout: Mapping[str, torch.Tensor], tile: int = TILE_VOXELS) -> None:
         super().__init__()
+        nv = int(readout["b"].shape[0])
+        self.tiles = voxel_tiles(nv, tile)
+        w = readout["w"].detach().float()
+        b = readout["b"].detach().float()
         for k in range(3):
             rf = readout[f"rf{k}"].detach().float()
             g = torch.softmax(rf.flatten(1), dim=1)
             g = torch.where(g < FLUSH_BELOW, torch.zeros_like(g), g)
-            self.register_buffer(f"gt{k}", g.t().contiguous())  # (S, nv)
-            w_k = (
-                readout["w"].detach().float()[:, k * FEATURE_CHANNELS : (k + 1) * FEATURE_CHANNELS]
-            )
-            self.register_buffer(f"wt{k}", w_k.t().contiguous())  # (256, nv)
-        self.register_buffer("b", readout["b"].detach().float().clone())
+            w_k = w[:, k * FEATURE_CHANNELS : (k + 1) * FEATURE_CHANNELS]
+            for t, (lo, hi) in enumerate(self.tiles):
+                self.register_buffer(f"gt{k}_{t}", g[lo:hi].t().contiguous())  # (S, tile)
+                self.register_buffer(f"wt{k}_{t}", w_k[lo:hi].t().contiguous())  # (256, tile)
+        for t, (lo, hi) in enumerate(self.tiles):
+            self.register_buffer(f"b_{t}", b[lo:hi].clone())
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
-        out = self.b
-        for f, gt, wt in zip(
-            feats, (self.gt0, self.gt1, self.gt2), (self.wt0, self.wt1, self.wt2), strict=True
-        ):
-            phi = act_nonneg(torch.matmul(act_nonneg(f.flatten(2)), gt))  # (B, 256, nv)
-            out = out + (phi * wt).sum(dim=1)
-        return out
+        acts = [act_nonneg(f.flatten(2)) for f in feats]  # (B, 256, S_k)
+        outs = []
+        for t in range(len(self.tiles)):
+            out = getattr(self, f"b_{t}")
+            for k, a in enumerate(acts):
+                phi = act_nonneg(torch.matmul(a, getattr(self, f"gt{k}_{t}")))  # (B, 256, tile)
+                out = out + (phi * getattr(self, f"wt{k}_{t}")).sum(dim=1)
+            outs.append(out)
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
 
 
 def _tensors(state: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:

@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 
 from export.checkpoint import load_checkpoint  # noqa: E402
 from export.onnx_export import reference_preprocess  # noqa: E402
-from export.reference import GemmReadout, Readout, build_model  # noqa: E402
+from export.reference import GemmReadout, Readout, build_model, voxel_tiles  # noqa: E402
 
 FWRF = "encoding_models/modality-fmri/train_dataset-nsd/model-fwrf/encoding_models_weights"
 
@@ -53,13 +53,23 @@ def test_readout_matches_numpy_formulas(nv, batch):
     tensors = {k: torch.from_numpy(v) for k, v in state.items()}
     literal = Readout(nv)
     literal.load_state_dict(tensors)
-    gemm = GemmReadout(tensors)
+    tiled = GemmReadout(tensors, tile=2)  # several voxel tiles, the last one narrower
     tf = [torch.from_numpy(f) for f in feats]
     with torch.no_grad():
-        for module in (literal, gemm):
+        for module in (literal, GemmReadout(tensors), tiled):
             got = module(tf).numpy()
             assert got.shape == (batch, nv)  # 2-D even for B = 1 or nv = 1
             np.testing.assert_allclose(got, expected, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("nv, width", [(1, 512), (511, 512), (1350, 512), (7799, 512), (5, 2)])
+def test_voxel_tiles_cover_every_voxel_once(nv, width):
+    tiles = voxel_tiles(nv, width)
+    assert tiles[0][0] == 0 and tiles[-1][1] == nv
+    assert all(a[1] == b[0] for a, b in zip(tiles[:-1], tiles[1:], strict=True))  # contiguous
+    sizes = [hi - lo for lo, hi in tiles]
+    assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+    assert len(tiles) == max(1, round(nv / width))
 
 
 def test_reference_reproduces_original_responses(golden_dir):

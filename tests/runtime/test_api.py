@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
-from berg_onnx import BERG, EncodingModel, StimulusError
+from berg_onnx import BERG, EncodingModel, InvalidParameterError, StimulusError
 
 TOL = 1e-4
 
@@ -163,18 +165,44 @@ def test_progress_bar_on_stderr_and_quiet(berg, photos, capsys, monkeypatch):
     assert berg.encode(model, photos[:2], show_progress=True).shape == (2, 60)
 
 
-def test_prefetching_worker_gives_the_same_results(export_dir, photos):
-    berg = BERG(berg_dir=export_dir, batch_size=3)
+def test_every_schedule_gives_the_same_results(export_dir, photos):
+    """Serial, per-core workers and GPU-style prefetching: same responses, same errors."""
+    berg = BERG(berg_dir=export_dir, threads=2)
     model = berg.get_encoding_model("fmri-nsd-fwrf", 1, {"roi": "FFA-1"}, device="cpu")
-    assert model.prefetch is False and model.batch_size == 3  # CPU: no prefetch by default
-    plain = berg.encode(model, photos, show_progress=False)
-    model.prefetch = True
+    assert model.batch_size == 1 and model.threads == 2
+    assert model._worker_session is None  # made on the first multi-chunk encode
+    one = berg.encode(model, photos[:1], show_progress=False)
+    assert model._worker_session is None  # a single chunk runs on the all-core session
+    results = {}
     try:
-        np.testing.assert_array_equal(berg.encode(model, photos, show_progress=False), plain)
-        with pytest.raises(StimulusError):  # errors raised in the worker reach the caller
-            berg.encode(model, ["/nonexistent.png"], show_progress=False)
+        for schedule in ("serial", "workers", "prefetch"):
+            model.schedule = schedule
+            results[schedule] = berg.encode(model, photos, show_progress=False, batch_size=2)
+            with pytest.raises(StimulusError):  # an error raised in a worker reaches the caller
+                berg.encode(model, [photos[0], "/nonexistent.png"], show_progress=False)
     finally:
-        model.prefetch = False
+        model.schedule = "auto"
+    assert model._worker_session.get_session_options().intra_op_num_threads == 1
+    np.testing.assert_allclose(results["workers"], results["serial"], atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(results["prefetch"], results["serial"])
+    np.testing.assert_allclose(results["serial"][:1], one, atol=1e-6, rtol=0)
+
+
+def test_model_is_safe_to_share_between_threads(berg, photos):
+    model = berg.get_encoding_model("fmri-nsd-fwrf", 1, {"roi": "V1"})
+    expected = berg.encode(model, photos, show_progress=False)
+    with ThreadPoolExecutor(3) as pool:
+        results = list(
+            pool.map(lambda _: berg.encode(model, photos, show_progress=False), range(3))
+        )
+    for r in results:
+        np.testing.assert_array_equal(r, expected)
+
+
+def test_bad_thread_count_is_refused(export_dir):
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(InvalidParameterError, match="threads"):
+            BERG(berg_dir=export_dir, threads=bad)
 
 
 def test_int8_tier_is_opt_in_close_and_separate(berg, photos, artifacts_dir):
