@@ -23,6 +23,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "fmri-nsd-fwrf"
 ROIS = {"FFA-1": (484, 1), "V1": (1350, 1), "lateral": (7799, 2)}
+#: Batch at which eager torch is also timed: it amortises its per-call overhead there.
+TORCH_BATCH = 8
 ENCODER_GFLOP = 1.41  # per image, spec
 ORIGINAL = {  # the original BERG code, spec "Reference behaviour" (images/s, peak RSS GB)
     "FFA-1": (38.7, 1.9),
@@ -172,10 +174,13 @@ def throughput(berg_dir: Path, export_dir: Path, threads: int, quick: bool) -> d
         cks = [load_checkpoint(p) for p in layout.checkpoint_paths(berg_dir, 1, roi, splits)]
         ref = build_model([(c.encoder, c.readout) for c in cks])
 
-        def torch_same_batch(x=images, bs=bs, ref=ref):
-            with torch.no_grad():
-                for i in range(0, len(x), bs):
-                    ref(reference_preprocess(x[i : i + bs]))
+        def torch_batches(tbs, x=images, ref=ref):
+            def run():
+                with torch.no_grad():
+                    for i in range(0, len(x), tbs):
+                        ref(reference_preprocess(x[i : i + tbs]))
+
+            return run
 
         def torch_original_loop(x=images, ref=ref):  # BERG's loop: resize all, batches of 100
             with torch.no_grad():
@@ -183,7 +188,10 @@ def throughput(berg_dir: Path, export_dir: Path, threads: int, quick: bool) -> d
                 for i in range(0, len(xt), 100):
                     ref(xt[i : i + 100])
 
-        t_same = rate(torch_same_batch, n, min_time / 2)
+        # torch at berg's batch (1 on CPU) and at TORCH_BATCH, where eager torch
+        # amortises its per-call overhead: the ratio is taken against its best.
+        t_same = rate(torch_batches(bs), n, min_time / 2)
+        t_big = rate(torch_batches(TORCH_BATCH), n, min_time / 2)
         t_orig = rate(torch_original_loop, n, min_time / 2)
         results[roi] = {
             "nv": nv,
@@ -194,12 +202,17 @@ def throughput(berg_dir: Path, export_dir: Path, threads: int, quick: bool) -> d
             "berg_model_only_images_per_s": only,
             "berg_batch1_ms": 1000 * statistics.median(lat),
             "torch_same_batch_images_per_s": t_same,
+            f"torch_batch{TORCH_BATCH}_images_per_s": t_big,
             "torch_original_loop_images_per_s": t_orig,
             "berg_int8_e2e_images_per_s": int8_rate,
             "int8_max_abs_diff_vs_fp32": int8_diff,
         }
         del ref, cks
     return results
+
+
+def best_torch(t: dict) -> float:
+    return max(v for k, v in t.items() if k.startswith("torch_") and k.endswith("_images_per_s"))
 
 
 def berg_preprocess(images: np.ndarray) -> np.ndarray:
@@ -273,8 +286,9 @@ def report(r: dict) -> str:
         f"sgemm peak (numpy, {m['cores_usable']} threads): {peak:.0f} GFLOP/s",
         "",
         "| ROI (nv) | GFLOP/img | roofline img/s | berg e2e img/s (% roof) "
-        "| berg model-only img/s (% roof) | berg batch-1 ms | torch ref same batch img/s "
-        "| torch original loop img/s | berg/torch | original (spec) img/s |",
+        "| berg model-only img/s (% roof) | berg batch-1 ms "
+        f"| torch ref img/s (batch 1 / {TORCH_BATCH}) "
+        "| torch original loop img/s | berg/best torch | original (spec) img/s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for roi, t in r["throughput"].items():
@@ -284,9 +298,10 @@ def report(r: dict) -> str:
             f"{t['berg_e2e_images_per_s']:.1f} ({100 * t['berg_e2e_images_per_s'] / roof:.0f}%) | "
             f"{t['berg_model_only_images_per_s']:.1f} "
             f"({100 * t['berg_model_only_images_per_s'] / roof:.0f}%) | "
-            f"{t['berg_batch1_ms']:.1f} | {t['torch_same_batch_images_per_s']:.1f} | "
+            f"{t['berg_batch1_ms']:.1f} | {t['torch_same_batch_images_per_s']:.1f} / "
+            f"{t[f'torch_batch{TORCH_BATCH}_images_per_s']:.1f} | "
             f"{t['torch_original_loop_images_per_s']:.1f} | "
-            f"{t['berg_e2e_images_per_s'] / t['torch_same_batch_images_per_s']:.1f}x | "
+            f"{t['berg_e2e_images_per_s'] / best_torch(t):.1f}x | "
             f"{ORIGINAL[roi][0]} |"
         )
     lines += [

@@ -122,7 +122,8 @@ class BERG:
         if key not in self._models:
             entry = self.store.manifest().get(spec.model_id, subject, roi)
             path = self.store.fetch(entry.onnx_file(precision))
-            session, provider = create_session(path, device, self.threads)
+            # single-threaded: on CPU, encode() runs one such call per core at a time
+            session, provider = create_session(path, device, threads=1)
             auto = CUDA_BATCH_SIZE if provider == CUDA else CPU_BATCH_SIZE
             self._models[key] = EncodingModel(
                 entry=entry,

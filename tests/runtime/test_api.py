@@ -165,27 +165,47 @@ def test_progress_bar_on_stderr_and_quiet(berg, photos, capsys, monkeypatch):
     assert berg.encode(model, photos[:2], show_progress=True).shape == (2, 60)
 
 
-def test_every_schedule_gives_the_same_results(export_dir, photos):
+def _truncated_png(path, image: np.ndarray):
+    """A PNG whose header reads fine but whose pixel data stops halfway."""
+    from PIL import Image
+
+    Image.fromarray(image.transpose(1, 2, 0)).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def test_every_schedule_gives_the_same_results(export_dir, photos, tmp_path):
     """Serial, per-core workers and GPU-style prefetching: same responses, same errors."""
+    from PIL import Image
+
+    good = [Image.fromarray(p.transpose(1, 2, 0)) for p in photos[:3]]
+    broken = good + [_truncated_png(tmp_path / "broken.png", photos[3])] + good
     berg = BERG(berg_dir=export_dir, threads=2)
     model = berg.get_encoding_model("fmri-nsd-fwrf", 1, {"roi": "FFA-1"}, device="cpu")
     assert model.batch_size == 1 and model.threads == 2
-    assert model._worker_session is None  # made on the first multi-chunk encode
+    assert model.session.get_session_options().intra_op_num_threads == 1  # the workers'
+    many = berg.encode(model, photos, show_progress=False)
+    assert model._all_core_session is None  # made only for a single-chunk encode
     one = berg.encode(model, photos[:1], show_progress=False)
-    assert model._worker_session is None  # a single chunk runs on the all-core session
+    assert model._all_core_session.get_session_options().intra_op_num_threads == 2
     results = {}
     try:
         for schedule in ("serial", "workers", "prefetch"):
             model.schedule = schedule
             results[schedule] = berg.encode(model, photos, show_progress=False, batch_size=2)
-            with pytest.raises(StimulusError):  # an error raised in a worker reaches the caller
-                berg.encode(model, [photos[0], "/nonexistent.png"], show_progress=False)
+            # passes the up-front probe, fails while a worker decodes it
+            with pytest.raises(StimulusError, match="broken.png"):
+                berg.encode(model, broken, show_progress=False)
+        model.schedule = "sometimes"
+        with pytest.raises(InvalidParameterError, match="schedule"):
+            berg.encode(model, photos[:2], show_progress=False)
     finally:
         model.schedule = "auto"
-    assert model._worker_session.get_session_options().intra_op_num_threads == 1
-    np.testing.assert_allclose(results["workers"], results["serial"], atol=1e-6, rtol=0)
-    np.testing.assert_array_equal(results["prefetch"], results["serial"])
-    np.testing.assert_allclose(results["serial"][:1], one, atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(results["workers"], many)
+    np.testing.assert_array_equal(results["prefetch"], many)  # same session as the workers
+    np.testing.assert_allclose(results["serial"], many, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(one, many[:1], atol=1e-6, rtol=0)
 
 
 def test_model_is_safe_to_share_between_threads(berg, photos):
