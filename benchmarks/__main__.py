@@ -127,7 +127,10 @@ def rate(fn, n_images: int, min_time: float) -> float:
     return n_images / best
 
 
-def throughput(berg_dir: Path, export_dir: Path, threads: int, quick: bool) -> dict:
+def throughput(
+    berg_dir: Path, export_dir: Path, threads: int, quick: bool, sgemm_samples: list[dict]
+) -> dict:
+    """Images/s per ROI; appends an sgemm measurement after each ROI to ``sgemm_samples``."""
     import torch
 
     from berg_onnx import BERG
@@ -208,6 +211,7 @@ def throughput(berg_dir: Path, export_dir: Path, threads: int, quick: bool) -> d
             "int8_max_abs_diff_vs_fp32": int8_diff,
         }
         del ref, cks
+        sgemm_samples.append(sgemm_peak())
     return results
 
 
@@ -283,7 +287,9 @@ def report(r: dict) -> str:
     lines = [
         f"berg-onnx benchmark, {m['date']}, {m['cpu']}, {m['cores_usable']} cores, "
         f"onnxruntime {m['onnxruntime']}, torch {m.get('torch', '-')}",
-        f"sgemm peak (numpy, {m['cores_usable']} threads): {peak:.0f} GFLOP/s",
+        f"sgemm peak (numpy, {m['cores_usable']} threads): {peak:.0f} GFLOP/s, the highest of "
+        + ", ".join(f"{g:.0f}" for g in r["sgemm"]["measured_gflops"])
+        + " (measured before the throughput runs and after each ROI)",
         "",
         "| ROI (nv) | GFLOP/img | roofline img/s | berg e2e img/s (% roof) "
         "| berg model-only img/s (% roof) | berg batch-1 ms "
@@ -365,8 +371,14 @@ def main(argv: list[str] | None = None) -> int:
     threads = available_cores()
     args.workdir.mkdir(parents=True, exist_ok=True)
     berg_dir, export_dir = prepare(args.workdir)
-    results = {"machine": machine_info(threads), "quick": args.quick, "sgemm": sgemm_peak()}
-    results["throughput"] = throughput(berg_dir, export_dir, threads, args.quick)
+    samples = [sgemm_peak()]
+    results = {"machine": machine_info(threads), "quick": args.quick}
+    results["throughput"] = throughput(berg_dir, export_dir, threads, args.quick, samples)
+    # The peak is measured before the throughput runs and after each ROI, and
+    # the highest is the yardstick: a neighbour slowing the machine during one
+    # measurement must not make the roofline look easier to reach.
+    results["sgemm"] = dict(max(samples, key=lambda r: r["gflops"]))
+    results["sgemm"]["measured_gflops"] = [r["gflops"] for r in samples]
     if "memory" not in args.skip:
         results["memory"] = memory(berg_dir, export_dir, 200 if args.quick else 1000, args.quick)
     if "cold" not in args.skip:
