@@ -8,28 +8,23 @@ from typing import Any
 import numpy as np
 
 from .catalog import ModelSpec, load_catalog
-from .constants import CPU_BATCH_SIZE, CUDA_BATCH_SIZE, DEFAULT_MODEL_ID, ENV_BATCH_SIZE, env_str
+from .constants import (
+    CPU_BATCH_SIZE,
+    CUDA_BATCH_SIZE,
+    DEFAULT_MODEL_ID,
+    ENV_BATCH_SIZE,
+    check_positive_int,
+    env_positive_int,
+)
 from .errors import InvalidParameterError, ModelNotFoundError
 from .manifest import model_key
 from .metadata import load_npz
-from .model import EncodingModel, check_batch_size
-from .session import CUDA, check_device, check_threads, create_session, default_threads
+from .model import EncodingModel
+from .session import CUDA, check_device, create_session, default_threads
 from .store import LocalStore, Store
 
 SELECTION_KEYS = ("roi",)
 PRECISIONS = ("fp32", "int8")
-
-
-def _env_batch_size() -> int | None:
-    value = env_str(ENV_BATCH_SIZE)
-    if value is None:
-        return None
-    try:
-        return check_batch_size(int(value))
-    except ValueError:
-        raise InvalidParameterError(
-            f"{ENV_BATCH_SIZE} must be a positive integer, got {value!r}"
-        ) from None
 
 
 class BERG:
@@ -56,9 +51,15 @@ class BERG:
             raise InvalidParameterError("give either berg_dir or repo_id/revision, not both")
         self.catalog = load_catalog()
         # None: chosen per model from its provider (see constants)
-        self.batch_size = _env_batch_size() if batch_size is None else check_batch_size(batch_size)
+        self.batch_size = (
+            env_positive_int(ENV_BATCH_SIZE)
+            if batch_size is None
+            else check_positive_int(batch_size, "batch_size")
+        )
         # CPU cores to use (None: $BERG_ONNX_THREADS, else the cores this process may use)
-        self.threads = default_threads() if threads is None else check_threads(threads)
+        self.threads = (
+            default_threads() if threads is None else check_positive_int(threads, "threads")
+        )
         if berg_dir is not None:
             self.store: Store = LocalStore(berg_dir)
         else:

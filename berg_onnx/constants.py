@@ -8,6 +8,9 @@ argument instead of re-reading the environment.
 from __future__ import annotations
 
 import os
+from numbers import Integral
+
+from .errors import InvalidParameterError
 
 #: Model id of the only model family shipped so far.
 DEFAULT_MODEL_ID = "fmri-nsd-fwrf"
@@ -40,6 +43,23 @@ def env_str(name: str) -> str | None:
     """An environment variable, with empty strings treated as unset."""
     value = os.environ.get(name, "").strip()
     return value or None
+
+
+def check_positive_int(value: object, name: str) -> int:
+    """``value`` as an int if it is a positive integer (numpy integers too, bools not)."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise InvalidParameterError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def env_positive_int(name: str) -> int | None:
+    """A positive-integer environment variable, or None where it is unset."""
+    value = env_str(name)
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise InvalidParameterError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def available_cores() -> int:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from .constants import check_positive_int
 from .errors import InvalidParameterError, ModelLoadError
 from .manifest import INPUT_NAME, OUTPUT_NAME, ModelEntry
 from .session import CUDA, create_session
@@ -40,14 +41,6 @@ from .stimulus import as_stimulus
 SCHEDULES = ("auto", "serial", "workers", "prefetch")
 #: Returns the preprocessed (stop - start, 3, 227, 227) float32 input of images start..stop.
 ChunkSource = Callable[[int, int], np.ndarray]
-
-
-def check_batch_size(batch_size: Any) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
-        raise InvalidParameterError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if batch_size < 1:
-        raise InvalidParameterError(f"batch_size must be >= 1, got {batch_size}")
-    return int(batch_size)
 
 
 @dataclass
@@ -108,7 +101,9 @@ class EncodingModel:
     ) -> np.ndarray:
         """(N, nv) float32 predicted responses, computed chunk by chunk."""
         stim = as_stimulus(stimulus)
-        step = check_batch_size(self.batch_size if batch_size is None else batch_size)
+        step = check_positive_int(
+            self.batch_size if batch_size is None else batch_size, "batch_size"
+        )
         bar = _progress(len(stim), show_progress, f"{self.roi} sub-{self.subject:02d}")
         try:
             return self._run(stim.chunk, len(stim), step, bar)
@@ -136,7 +131,7 @@ class EncodingModel:
         if schedule == "prefetch":
             self._run_prefetching(source, n, step, out, bar)
         elif schedule == "workers":
-            self._run_workers(source, n, step, out, bar, max(1, min(self.threads, n_chunks)))
+            self._run_workers(source, n, step, out, bar, min(self.threads, n_chunks))
         else:
             session = self._single_chunk_session()
             for start in range(0, n, step):
@@ -199,7 +194,7 @@ class EncodingModel:
         # Worker threads preprocess the next chunks while onnxruntime runs this
         # one on the GPU; at most `ahead` chunks wait in memory.
         starts = list(range(0, n, step))
-        ahead = min(len(starts), max(1, self.threads))
+        ahead = min(len(starts), self.threads)
         with ThreadPoolExecutor(ahead, thread_name_prefix="berg-preprocess") as pool:
             queue = deque(pool.submit(source, s, min(n, s + step)) for s in starts[:ahead])
             try:

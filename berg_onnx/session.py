@@ -12,7 +12,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from .constants import ENV_THREADS, available_cores, env_str
+from .constants import ENV_THREADS, available_cores, env_positive_int
 from .errors import InvalidParameterError, ModelLoadError, ResourceError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -23,18 +23,7 @@ _warned_fallback = False
 
 
 def default_threads() -> int:
-    value = env_str(ENV_THREADS)
-    if value is None:
-        return available_cores()
-    if not value.isdigit() or int(value) < 1:
-        raise InvalidParameterError(f"{ENV_THREADS} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def check_threads(threads: object) -> int:
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise InvalidParameterError(f"threads must be a positive integer, got {threads!r}")
-    return threads
+    return env_positive_int(ENV_THREADS) or available_cores()
 
 
 def check_device(device: object) -> str:
