@@ -17,10 +17,10 @@ from .constants import (
     env_positive_int,
 )
 from .errors import InvalidParameterError, ModelNotFoundError
-from .manifest import model_key
+from .manifest import ModelEntry, model_key
 from .metadata import load_npz
 from .model import EncodingModel
-from .session import CUDA, check_device, create_session, default_threads
+from .session import CUDA, available_providers, check_device, create_session, default_threads
 from .store import LocalStore, Store
 
 SELECTION_KEYS = ("roi",)
@@ -119,24 +119,34 @@ class BERG:
             raise InvalidParameterError(
                 f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}."
             )
+        # "auto" without a CUDA provider is "cpu": one model object for both
+        if device == "auto" and CUDA not in available_providers():
+            device = "cpu"
         key = (spec.model_id, subject, roi, device, precision)
-        if key not in self._models:
-            entry = self.store.manifest().get(spec.model_id, subject, roi)
-            path = self.store.fetch(entry.onnx_file(precision))
-            # single-threaded: on CPU, encode() runs one such call per core at a time
-            session, provider = create_session(path, device, threads=1)
-            auto = CUDA_BATCH_SIZE if provider == CUDA else CPU_BATCH_SIZE
-            self._models[key] = EncodingModel(
-                entry=entry,
-                session=session,
-                provider=provider,
-                device=device,
-                onnx_path=path,
-                batch_size=self.batch_size or auto,
-                precision=precision,
-                threads=self.threads,
-            )
-        return self._models[key]
+        entry = self.store.manifest().get(spec.model_id, subject, roi)  # re-read if it changed
+        model = self._models.get(key)
+        if model is None or model.entry != entry:  # new, or the export was rewritten on disk
+            model = self._load(entry, device, precision)
+            self._models[key] = model
+            if device == "auto" and model.provider != CUDA:  # CUDA unusable: it is the CPU model
+                self._models[(*key[:3], "cpu", precision)] = model
+        return model
+
+    def _load(self, entry: ModelEntry, device: str, precision: str) -> EncodingModel:
+        path = self.store.fetch(entry.onnx_file(precision))
+        # single-threaded: on CPU, encode() runs one such call per core at a time
+        session, provider = create_session(path, device, threads=1)
+        auto = CUDA_BATCH_SIZE if provider == CUDA else CPU_BATCH_SIZE
+        return EncodingModel(
+            entry=entry,
+            session=session,
+            provider=provider,
+            device=device,
+            onnx_path=path,
+            batch_size=self.batch_size or auto,
+            precision=precision,
+            threads=self.threads,
+        )
 
     def encode(
         self,

@@ -7,11 +7,15 @@ models.json sits inside the package; in a checkout it is the top-level file.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .errors import InvalidParameterError, ModelNotFoundError
 
@@ -51,19 +55,21 @@ class ModelSpec:
         )
 
     def check_subject(self, subject: Any) -> int:
-        """The subject as an int, or an error naming the valid subjects."""
-        if isinstance(subject, bool) or not isinstance(subject, (int, str)):
+        """The subject as an int, or an InvalidParameterError naming the valid subjects.
+
+        Accepts what the original accepts: Python or numpy integers and
+        integral floats (``np.int64(1)``, ``1.0``; so ``for s in np.arange(1, 9)``
+        works), and digit strings; never bools or fractions.
+        """
+        valid = ", ".join(map(str, self.subjects))
+        value = _as_int(subject)
+        if value is None:
             raise InvalidParameterError(
-                f"subject must be an integer in {list(self.subjects)}, got {subject!r}."
+                f"subject must be an integer, one of {valid}; got {subject!r}."
             )
-        try:
-            value = int(subject)
-        except ValueError:
-            value = None
         if value not in self.subjects:
-            raise ModelNotFoundError(
-                f"Unknown subject {subject!r} for model {self.model_id!r}; "
-                f"valid subjects: {', '.join(map(str, self.subjects))}."
+            raise InvalidParameterError(
+                f"Unknown subject {subject!r} for model {self.model_id!r}; valid subjects: {valid}."
             )
         return value
 
@@ -73,6 +79,20 @@ class ModelSpec:
                 f"roi must be a string, one of {', '.join(self.roi_names)}; got {roi!r}."
             )
         return self.roi(roi)
+
+
+def _as_int(value: Any) -> int | None:
+    """An integer-valued argument as int, or None (bools, fractions, NaN, other types)."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, Integral):
+        return int(value)
+    if isinstance(value, Real):
+        f = float(value)
+        return int(f) if math.isfinite(f) and f.is_integer() else None
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
 
 
 @dataclass(frozen=True)

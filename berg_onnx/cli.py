@@ -16,11 +16,10 @@ from typing import Any
 import numpy as np
 
 from .catalog import load_catalog
-from .constants import DEFAULT_MODEL_ID, ENV_CACHE, ENV_REPO, ENV_REVISION
-from .errors import BERGError, InvalidParameterError, StimulusError
+from .constants import DEFAULT_MODEL_ID, ENV_CACHE, ENV_REPO, ENV_REVISION, check_positive_int
+from .errors import BERGError, InvalidParameterError, ModelNotFoundError, ResourceError
 from .manifest import model_key
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 #: A 69-byte ONNX graph (Identity) used by `doctor` to try each execution provider.
 _PROBE_MODEL = base64.b64decode(
     "CAg6OwoQCgF4EgF5IghJZGVudGl0eRIFcHJvYmVaDwoBeBIKCggIARIECgIIAWIPCgF5EgoKCAgBEgQKAggBQgQKABAN"
@@ -41,15 +40,34 @@ class CLIError(Exception):
 def _berg(args: argparse.Namespace):
     from .api import BERG
 
+    batch_size, threads = getattr(args, "batch_size", None), getattr(args, "threads", None)
     if args.berg_dir:
-        return BERG(berg_dir=args.berg_dir, batch_size=getattr(args, "batch_size", None))
-    return BERG(
-        repo_id=args.repo_id, revision=args.revision, batch_size=getattr(args, "batch_size", None)
+        return BERG(berg_dir=args.berg_dir, batch_size=batch_size, threads=threads)
+    berg = BERG(
+        repo_id=args.repo_id, revision=args.revision, batch_size=batch_size, threads=threads
     )
+    berg.store.fail_fast = True  # interactive: an unreachable Hub is one line, at once
+    return berg
 
 
-def collect_images(items: list[str]) -> tuple[Any, list[str]]:
-    """(stimulus, row labels) from files, folders (recursive, sorted) or one .npy array."""
+def _show_progress(args: argparse.Namespace) -> bool:
+    """--progress/--no-progress if given; else a bar only on a terminal, and not with --quiet."""
+    if args.progress is not None:
+        return args.progress
+    return not args.quiet and sys.stderr is not None and sys.stderr.isatty()
+
+
+def _note(args: argparse.Namespace, message: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(f"berg-onnx: {message}", file=sys.stderr)
+
+
+def collect_images(args: argparse.Namespace) -> tuple[Any, list[str], list[Path]]:
+    """(stimulus, row labels, input files) from files, folders (files.py's rules) or one .npy."""
+    from .files import scan_images
+    from .stimulus import as_stimulus
+
+    items = args.images
     npys = [i for i in items if i.lower().endswith(".npy")]
     if npys:
         if len(items) != 1:
@@ -61,63 +79,59 @@ def collect_images(items: list[str]) -> tuple[Any, list[str]]:
             array = np.load(path, mmap_mode="r", allow_pickle=False)  # streamed, not loaded
         except ValueError as e:
             raise CLIError(f"{path} is not a plain numpy array: {e}") from None
-        return array, [f"{path}[{i}]" for i in range(len(array))]
-    paths: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(
-                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+        if not isinstance(array, np.ndarray) or array.ndim == 0:
+            raise CLIError(
+                f"{path} holds a single value (a 0-d array); expected an (N, 3, H, W) "
+                "array of images"
             )
-            if not found:
-                raise CLIError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {p}")
-            paths += found
-        elif p.is_file():
-            paths.append(p)
-        else:
-            raise CLIError(f"no such file or directory: {p}")
-    return paths, [str(p) for p in paths]
+        stimulus = as_stimulus(array)  # shape and values checked before any model loads
+        return stimulus, [f"{path}[{i}]" for i in range(len(array))], [path]
+    scan = scan_images(items)
+    if scan.skipped:  # said after a successful run, so that an error stays one line
+        args.notes.append(scan.summary())
+    stimulus = as_stimulus(list(scan.files), on_error=args.on_error)
+    return stimulus, [str(p) for p in scan.files], list(scan.files)
 
 
-def _check_writable(out: Path) -> None:
-    """Fail before hours of encoding, not after: probe-write beside the output."""
-    import tempfile
+def write_output(out: Path, responses: np.ndarray, labels: list[str]) -> str:
+    """Write the responses to ``out`` by its suffix (.npy + .paths.txt); what was written."""
+    from .outputs import write_responses
 
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise CLIError(f"output folder does not exist: {parent}")
-    if out.is_dir():
-        raise CLIError(f"--out {out} is a directory; give a file name ending in .npy")
-    try:
-        fd, probe = tempfile.mkstemp(dir=parent, prefix=".berg-onnx-probe.")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise CLIError(f"cannot write to {parent} (for {out}): {e.strerror or e}") from None
+    listing = write_responses(out, responses, labels)
+    return f"{out} and {listing}"
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from .fileio import atomic_path
+    from .outputs import RESPONSE_SUFFIXES, check_output
 
     out = Path(args.out)
-    if out.suffix != ".npy":
-        raise CLIError(f"--out must end in .npy, got {out}")
-    _check_writable(out)
-    stimulus, labels = collect_images(args.images)
+    check_output(out, RESPONSE_SUFFIXES)  # before any work; again below against the inputs
+    spec = load_catalog().model(DEFAULT_MODEL_ID)
+    spec.check_subject(args.subject)  # argument errors before scanning folders
+    spec.check_roi(args.roi)
+    args.notes = []
+    stimulus, labels, inputs = collect_images(args)
+    check_output(out, RESPONSE_SUFFIXES, inputs)
     berg = _berg(args)
     model = berg.get_encoding_model(
         DEFAULT_MODEL_ID, args.subject, {"roi": args.roi}, args.device, args.precision
     )
-    responses = berg.encode(model, stimulus, show_progress=not args.quiet)
-    with atomic_path(out) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, responses)
-    listing = out.with_suffix(".paths.txt")
-    with atomic_path(listing) as tmp:
-        tmp.write_text("\n".join(labels) + "\n", encoding="utf-8")
+    responses = berg.encode(model, stimulus, show_progress=_show_progress(args))
+    failures = getattr(stimulus, "failures", ())
+    for f in failures:  # --on-error skip: each left-out image, by name
+        print(f"berg-onnx: skipped {f.source}: {' '.join(f.reason.split())}", file=sys.stderr)
+    if failures:
+        keep = stimulus.ok_rows()
+        if not len(keep):
+            raise CLIError(f"none of the {len(labels)} images could be read; nothing written")
+        responses, labels = responses[keep], [labels[i] for i in keep]
+    written = write_output(out, responses, labels)
+    skipped = f", {len(failures)} skipped" if failures else ""
+    for note in args.notes:
+        _note(args, note)
     print(
-        f"wrote {out} ({responses.shape[0]} images x {responses.shape[1]} voxels, "
-        f"{model.provider.replace('ExecutionProvider', '')}) and {listing}"
+        f"wrote {written} ({responses.shape[0]} images x {responses.shape[1]} voxels, "
+        f"{model.provider.replace('ExecutionProvider', '')}{skipped})"
     )
     return 0
 
@@ -125,18 +139,27 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     berg = _berg(args)
     store = berg.store
+    problem = None
     try:
         manifest = store.manifest()
-    except BERGError:
-        manifest = None
+    except ResourceError as e:  # unreachable Hub, or offline without a cached manifest
+        manifest, problem = None, " ".join(str(e).split())
+    except ModelNotFoundError as e:
+        manifest, problem = None, " ".join(str(e).split())
     print(f"source: {store.describe()}")
+    if problem:
+        print(f"  could not read the export's manifest: {problem}")
     for model_id, spec in berg.catalog.models.items():
         print(f"{model_id}: {spec.description}")
         print(f"  subjects: {', '.join(map(str, spec.subjects))}")
         print(f"  {'ROI':<12} {'split':>5} {'voxels (sub-01)':>16}  status")
         for roi in spec.rois:
             nv = spec.voxels.get(1, {}).get(roi.name, "?")
-            status = _status(store, manifest, model_id, roi.name, spec.subjects)
+            status = (
+                "unknown (manifest unavailable)"
+                if problem
+                else _status(store, manifest, model_id, roi.name, spec.subjects)
+            )
             print(f"  {roi.name:<12} {roi.splits:>5} {nv:>16}  {status}")
     return 0
 
@@ -161,7 +184,10 @@ def _status(store, manifest, model_id: str, roi: str, subjects) -> str:
 def cmd_metadata(args: argparse.Namespace) -> int:
     from .fileio import atomic_path
     from .metadata import flatten
+    from .outputs import check_output
 
+    if args.out:
+        check_output(Path(args.out), (".npz",))  # before anything is printed
     berg = _berg(args)
     meta = berg.get_model_metadata(DEFAULT_MODEL_ID, args.subject, args.roi)
     per_roi = {args.roi: meta} if args.roi else meta
@@ -175,7 +201,6 @@ def cmd_metadata(args: argparse.Namespace) -> int:
         )
     if args.out:
         out = Path(args.out)
-        _check_writable(out)
         flat = flatten(meta if args.roi else {roi: m for roi, m in per_roi.items()})
         with atomic_path(out) as tmp:
             with open(tmp, "wb") as f:
@@ -187,19 +212,29 @@ def cmd_metadata(args: argparse.Namespace) -> int:
 def cmd_download(args: argparse.Namespace) -> int:
     berg = _berg(args)
     spec = berg.catalog.model(DEFAULT_MODEL_ID)
-    rois = args.roi or list(spec.roi_names)
+    rois = [spec.check_roi(r).name for r in args.roi] if args.roi else list(spec.roi_names)
+    subjects = [spec.check_subject(s) for s in args.subject]
     manifest = berg.store.manifest()
-    files = []
-    for subject in args.subject:
-        for roi in rois:
-            s, r = spec.check_subject(subject), spec.check_roi(roi).name
-            files += manifest.get(spec.model_id, s, r).files
+    files, absent = [], []
+    for s in subjects:
+        for r in rois:
+            if model_key(spec.model_id, s, r) in manifest.models:
+                files += manifest.get(spec.model_id, s, r).files
+            else:
+                absent.append(f"sub-{s:02d} {r}")
+    if absent and (args.roi or not files):  # asked for by name, or nothing at all: an error
+        raise CLIError(
+            f"{berg.store.describe()} has no model for {', '.join(absent)}; nothing downloaded"
+        )
     from tqdm.auto import tqdm
 
-    for entry in tqdm(files, desc="download", unit="file", disable=args.quiet):
+    show = _show_progress(args)
+    for entry in tqdm(files, desc="download", unit="file", disable=not show, file=sys.stderr):
         berg.store.fetch(entry)
     total = sum(f.size for f in files)
     print(f"{len(files)} files ({total / 1e6:.1f} MB) verified in {berg.store.describe()}")
+    if absent:
+        print(f"not in this export (skipped): {', '.join(absent)}")
     return 0
 
 
@@ -238,8 +273,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         print("  CUDA: not available in this onnxruntime (see README, GPU install)")
     print(f"threads: {default_threads()} (cores usable by this process: {available_cores()})")
-    repo, revision, cache = hub_settings()
+    repo, revision, cache = hub_settings(args.repo_id, args.revision)
     print(f"Hub repo: {repo}@{revision} (env {ENV_REPO}, {ENV_REVISION}); endpoint {hf.ENDPOINT}")
+    if args.berg_dir:
+        print(f"export directory: {args.berg_dir} (--berg-dir; the Hub is not used)")
     print(f"cache: {cache or hf.HF_HUB_CACHE} (env {ENV_CACHE} or HF_HUB_CACHE)")
     print(f"offline mode (HF_HUB_OFFLINE): {'on' if hf.HF_HUB_OFFLINE else 'off'}")
     _print_cached(cache)
@@ -296,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="\n\n".join(EXAMPLES.values()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"berg-onnx {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     source = argparse.ArgumentParser(add_help=False)
     source.add_argument("--berg-dir", help="local export directory (default: the Hub)")
@@ -312,12 +352,40 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
+    spec = catalog.model(DEFAULT_MODEL_ID)
+    subjects_help = f"subject: {', '.join(map(str, spec.subjects))}"
+    rois_help = f"ROI: {', '.join(spec.roi_names)}"
+
+    def progress_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--quiet", action="store_true", help="no progress bar, no notes on stderr")
+        p.add_argument(
+            "--progress",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="force the progress bar on or off (default: on when stderr is a terminal)",
+        )
+
     p = add("encode", "predict responses to images")
-    p.add_argument("images", nargs="+", help="image files, folders, or one .npy (N,3,H,W) array")
-    p.add_argument("--subject", type=int, required=True)
-    p.add_argument("--roi", required=True)
+    p.add_argument(
+        "images",
+        nargs="+",
+        help="image files, folders (recursive; hidden files skipped; every extension Pillow "
+        "opens), or one .npy (N,3,H,W) array",
+    )
+    p.add_argument("--subject", type=_positive_int, required=True, help=subjects_help)
+    p.add_argument("--roi", required=True, help=rois_help)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--batch-size", type=_positive_int, default=None)
+    p.add_argument(
+        "--threads", type=_positive_int, default=None, help="CPU cores to use (default: all)"
+    )
+    p.add_argument(
+        "--on-error",
+        default="fail",
+        choices=["fail", "skip"],
+        help="an image that cannot be read: fail = stop, write nothing (default); "
+        "skip = leave it out, name it on stderr",
+    )
     p.add_argument(
         "--precision",
         default="fp32",
@@ -325,27 +393,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="int8: opt-in faster readout, ~0.01 max abs difference (if exported)",
     )
     p.add_argument("--out", required=True, help="responses .npy (paths list written beside it)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    progress_flags(p)
     p.set_defaults(func=cmd_encode)
 
     p = add("list", "list models, ROIs, voxel counts and what is cached")
     p.set_defaults(func=cmd_list)
 
     p = add("metadata", "summarise (and optionally save) a subject's metadata")
-    p.add_argument("--subject", type=int, required=True)
-    p.add_argument("--roi", default=None, help="default: every ROI")
+    p.add_argument("--subject", type=_positive_int, required=True, help=subjects_help)
+    p.add_argument("--roi", default=None, help=f"default: every ROI; {rois_help}")
     p.add_argument("--out", default=None, help="save as .npz")
     p.set_defaults(func=cmd_metadata)
 
     p = add("download", "prefetch models for offline use")
-    p.add_argument("--subject", type=int, nargs="+", required=True)
-    p.add_argument("--roi", nargs="+", default=None, help="default: every ROI")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--subject", type=_positive_int, nargs="+", required=True, help=subjects_help)
+    p.add_argument("--roi", nargs="+", default=None, help=f"default: every ROI; {rois_help}")
+    progress_flags(p)
     p.set_defaults(func=cmd_download)
 
     p = add("doctor", "check the installation: versions, providers, CUDA, cache")
     p.set_defaults(func=cmd_doctor)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        return check_positive_int(int(text), "value")
+    except (ValueError, InvalidParameterError):
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -357,16 +432,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (CLIError, BERGError, InvalidParameterError, StimulusError, OSError) as e:
+    except BrokenPipeError:  # `berg-onnx list | head`: the reader left; not an error
+        _silence_stdout()
+        return 0
+    except (CLIError, BERGError, OSError) as e:  # BERGError covers every berg_onnx error
         message = " ".join(str(e).split())  # one line
         print(f"berg-onnx: error: {message}", file=sys.stderr)
         return 1
-    except BrokenPipeError:  # e.g. `berg-onnx list | head`
-        sys.stderr.close()
-        return 0
     except KeyboardInterrupt:
         print("berg-onnx: interrupted", file=sys.stderr)
         return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush raises nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

@@ -57,6 +57,9 @@ class HubStore:
         self._manifest: Manifest | None = None
         self._commit: str | None = None  # the commit the manifest was read at
         self._verified: dict[Path, tuple[int, int]] = {}
+        #: Fail at once when the Hub cannot be reached at all (no connection), instead of
+        #: huggingface_hub's ~23 s of retries; the CLI sets it, a batch job may not.
+        self.fail_fast = False
 
     def describe(self) -> str:
         return f"Hub repo {self.repo_id}@{self.revision}"
@@ -65,10 +68,41 @@ class HubStore:
     def commit(self) -> str | None:
         return self._commit
 
+    def _check_reachable(self, filename: str, revision: str) -> None:
+        """With ``fail_fast``, one quick request before a download that is not cached: a
+        Hub that cannot be reached at all is a ResourceError now, not after the retries."""
+        from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+        from huggingface_hub.errors import HfHubHTTPError
+
+        if constants.is_offline_mode() or self._cached_path(filename, revision) is not None:
+            return
+        url = hf_hub_url(self.repo_id, filename, revision=revision, endpoint=self.endpoint)
+        try:
+            get_hf_file_metadata(url, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+        except HfHubHTTPError:
+            return  # the server answered: hf_hub_download reports what it said
+        except Exception as e:  # noqa: BLE001 - connection refused, DNS, timeout, TLS
+            raise ResourceError(
+                f"The Hub at {self._where()} could not be reached ({type(e).__name__}: "
+                f"{' '.join(str(e).split()) or 'no answer'}) and {filename} of {self.repo_id}@"
+                f"{revision} is not cached. Check the network or HF_ENDPOINT, or work from a "
+                "local export with --berg-dir."
+            ) from None
+
+    def _cached_path(self, filename: str, revision: str) -> Path | None:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(
+            self.repo_id, filename, cache_dir=self.cache_dir, revision=revision
+        )
+        return Path(found) if isinstance(found, str) and Path(found).is_file() else None
+
     def _download(self, filename: str, revision: str, force: bool = False) -> Path:
         from huggingface_hub import constants, hf_hub_download
         from huggingface_hub import errors as hf_errors
 
+        if self.fail_fast:
+            self._check_reachable(filename, revision)
         try:
             return Path(
                 hf_hub_download(
@@ -108,6 +142,8 @@ class HubStore:
             raise ResourceError(
                 f"Downloading {filename} from {self._where()} failed: {e}"
             ) from None
+        except ValueError as e:  # huggingface_hub refuses an argument combination
+            raise ResourceError(f"Cannot download {filename} from {self._where()}: {e}") from None
 
     def _where(self) -> str:
         from huggingface_hub import constants
@@ -139,6 +175,12 @@ class HubStore:
                 self._verified[path] = stamp
                 return path
             _remove_cached(path)
+            if attempt == 1 and _offline():
+                raise ModelLoadError(
+                    f"The cached copy of {entry.name} is damaged ({problem}) and was deleted; "
+                    "offline mode (HF_HUB_OFFLINE=1) cannot fetch it again. While online, run "
+                    "`berg-onnx download --subject N --roi ROI` (or unset HF_HUB_OFFLINE)."
+                )
             if attempt == 1:
                 path = self._download(entry.name, revision, force=True)
         raise ModelLoadError(
@@ -149,12 +191,10 @@ class HubStore:
 
     def cached(self, entry: FileEntry) -> bool:
         """Whether ``entry`` is in the cache already (no network)."""
-        from huggingface_hub import try_to_load_from_cache
+        return self._cached_path(entry.name, self._commit or self.revision) is not None
 
-        found = try_to_load_from_cache(
-            self.repo_id,
-            entry.name,
-            cache_dir=self.cache_dir,
-            revision=self._commit or self.revision,
-        )
-        return isinstance(found, str) and Path(found).is_file()
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return constants.is_offline_mode()

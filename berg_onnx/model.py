@@ -99,17 +99,26 @@ class EncodingModel:
     def encode(
         self, stimulus: Any, *, batch_size: int | None = None, show_progress: bool = False
     ) -> np.ndarray:
-        """(N, nv) float32 predicted responses, computed chunk by chunk."""
+        """(N, nv) float32 predicted responses, computed chunk by chunk.
+
+        Rows of images skipped by a ``Stimulus`` made with ``on_error="skip"``
+        are NaN; ``stimulus.failures`` names them and ``stimulus.ok_rows()``
+        gives the others.
+        """
         stim = as_stimulus(stimulus)
         step = check_positive_int(
             self.batch_size if batch_size is None else batch_size, "batch_size"
         )
         bar = _progress(len(stim), show_progress, f"{self.roi} sub-{self.subject:02d}")
         try:
-            return self._run(stim.chunk, len(stim), step, bar)
+            out = self._run(stim.chunk, len(stim), step, bar)
         finally:
             if bar is not None:
                 bar.close()
+        failed = [f.index for f in stim.failures]  # on_error="skip": never a made-up response
+        if failed:
+            out[failed] = np.nan
+        return out
 
     # -- scheduling ------------------------------------------------------------------
     def _run(self, source: ChunkSource, n: int, step: int, bar: Any = None) -> np.ndarray:

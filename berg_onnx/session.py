@@ -26,6 +26,11 @@ def default_threads() -> int:
     return env_positive_int(ENV_THREADS) or available_cores()
 
 
+def available_providers() -> list[str]:
+    """onnxruntime's execution providers in this install (a cheap query)."""
+    return ort.get_available_providers()
+
+
 def check_device(device: object) -> str:
     if device not in DEVICES:
         raise InvalidParameterError(f"device must be one of {', '.join(DEVICES)}; got {device!r}")

@@ -9,17 +9,18 @@ there are.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 from .constants import INPUT_SIZE
-from .errors import StimulusError
+from .errors import InvalidParameterError, StimulusError
+from .images import WHITE, ImageSource, check_background, is_pil_image, load_image
 from .resize import resize_rounded
 
 EXPECTED = (
@@ -27,119 +28,208 @@ EXPECTED = (
     "a PIL image, a list of PIL images, or image file paths"
 )
 
-ImageSource = Union[str, os.PathLike, Any]  # Any: PIL.Image.Image (Pillow imported lazily)
+
+def _shape_hint(shape: tuple[int, ...]) -> str:
+    """The fix for a wrong shape, judged from the shape itself (never a guess that reshapes
+    pixels into the wrong places)."""
+    if len(shape) == 2:  # one grayscale image (H, W)
+        return " One grayscale image? Use np.repeat(x[None, None], 3, axis=1)."
+    if len(shape) == 3:
+        if shape[0] == 3:
+            return " One (3, H, W) image? Use x[None]."
+        if shape[-1] == 3:
+            return " One (H, W, 3) image? Use x.transpose(2, 0, 1)[None]."
+        if shape[-1] == 4:
+            return (
+                " One (H, W, 4) RGBA image? Composite or drop alpha, e.g. "
+                "x[..., :3].transpose(2, 0, 1)[None]."
+            )
+        return " A batch of grayscale (N, H, W) images? Use np.repeat(x[:, None], 3, axis=1)."
+    if len(shape) == 4:
+        if shape[1] == 1:
+            return " Grayscale (N, 1, H, W)? Use np.repeat(x, 3, axis=1)."
+        if shape[-1] == 3:
+            return " Channels-last (N, H, W, 3)? Use x.transpose(0, 3, 1, 2)."
+        if shape[-1] == 1:
+            return " Grayscale channels-last? Use np.repeat(x.transpose(0, 3, 1, 2), 3, axis=1)."
+        if shape[1] == 4:
+            return " RGBA (N, 4, H, W)? Composite or drop alpha, e.g. x[:, :3]."
+        if shape[-1] == 4:
+            return (
+                " RGBA channels-last? Composite or drop alpha, e.g. "
+                "x[..., :3].transpose(0, 3, 1, 2)."
+            )
+    return ""
 
 
-def _is_pil(obj: Any) -> bool:
-    mod = type(obj).__module__ or ""
-    return mod.startswith("PIL.") and hasattr(obj, "convert") and hasattr(obj, "size")
+def _float_hint(x: np.ndarray) -> str:
+    """How to turn float images into integers 0-255, from the values seen."""
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad = "NaN" if np.isnan(x).any() else "infinite values"
+        return f" It contains {bad}; fix those first."
+    lo, hi = float(x.min()), float(x.max())
+    if lo >= 0 and hi <= 1:
+        return (
+            f" Values span {lo:g}-{hi:g}: if they are intensities in [0, 1], use "
+            "(x * 255).round().astype(np.uint8)."
+        )
+    if lo >= 0 and hi <= 255:
+        whole = bool((x == np.round(x)).all())
+        note = "whole numbers" if whole else "not all whole numbers (rounding moves them <= 0.5)"
+        return f" Values span {lo:g}-{hi:g}, {note}: use x.round().astype(np.uint8)."
+    return (
+        f" Values span {lo:g}-{hi:g}, outside both 0-1 and 0-255: rescale them to 0-255 "
+        "yourself (a plain astype would wrap or clip)."
+    )
 
 
 def _check_array(x: np.ndarray) -> None:
     if x.dtype == object:
         raise StimulusError(f"Got an object array; expected {EXPECTED}.")
     if x.dtype == bool:
-        raise StimulusError(f"Got a bool array; expected {EXPECTED}.")
-    if x.dtype.kind == "f" or x.dtype.kind == "c":
-        hint = " It contains NaN." if x.dtype.kind == "f" and np.isnan(x).any() else ""
         raise StimulusError(
-            f"Got a {x.dtype} array; expected integers 0-255.{hint} Images in [0, 1] must be "
-            "converted by the caller, e.g. (x * 255).round().astype(np.uint8); berg_onnx "
-            "never rescales silently."
+            f"Got a bool array; expected {EXPECTED}. For black/white images use "
+            "x.astype(np.uint8) * 255."
         )
-    if x.dtype.kind not in "ui":
+    if x.dtype.kind == "c":
+        raise StimulusError(f"Got a {x.dtype} (complex) array; expected {EXPECTED}.")
+    if x.dtype.kind not in "uif":
         raise StimulusError(f"Got an array of dtype {x.dtype}; expected {EXPECTED}.")
-    if x.ndim != 4:
-        hint = " For one image use x[None]." if x.ndim == 3 else ""
-        raise StimulusError(f"Got an array of shape {x.shape}; expected (N, 3, H, W).{hint}")
-    if x.shape[1] != 3:
-        hint = " Channels-last? Use x.transpose(0, 3, 1, 2)." if x.shape[-1] == 3 else ""
+    if x.ndim != 4 or x.shape[1] != 3:
+        what = f"{x.shape[1]} channels in shape {x.shape}" if x.ndim == 4 else f"shape {x.shape}"
         raise StimulusError(
-            f"Got {x.shape[1]} channels in shape {x.shape}; expected 3 (RGB) at axis 1.{hint}"
+            f"Got an array of {what}; expected (N, 3, H, W) (RGB at axis 1).{_shape_hint(x.shape)}"
         )
     if x.shape[0] == 0:
         raise StimulusError("Got an empty batch (N = 0); expected at least one image.")
     if x.shape[2] == 0 or x.shape[3] == 0:
         raise StimulusError(f"Got images of size {x.shape[2]}x{x.shape[3]}; expected H, W >= 1.")
+    if x.dtype.kind == "f":
+        raise StimulusError(
+            f"Got a {x.dtype} array; expected integers 0-255; berg_onnx never rescales "
+            f"silently.{_float_hint(x)}"
+        )
     lo, hi = int(x.min()), int(x.max())
     if lo < 0 or hi > 255:
-        raise StimulusError(f"Got values from {lo} to {hi}; expected integers in 0-255.")
+        hint = (
+            " 16-bit images (0-65535)? Scale them as berg_onnx scales 16-bit files: "
+            "((x.astype(np.uint32) + 128) // 257).astype(np.uint8)."
+            if lo >= 0 and hi <= 65535 and x.dtype.itemsize >= 2
+            else " Rescale them to 0-255 yourself (a plain astype would wrap)."
+        )
+        raise StimulusError(f"Got values from {lo} to {hi}; expected integers in 0-255.{hint}")
 
 
-@contextlib.contextmanager
-def _open_image(source: ImageSource) -> Iterator[Any]:
-    """A PIL image opened from a path, with file errors turned into StimulusError."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(source)
-    try:
-        with Image.open(path) as img:
-            yield img
-    except FileNotFoundError:
-        raise StimulusError(f"Image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise StimulusError(f"Cannot read {path} as an image: {e}") from None
+ON_ERROR = ("fail", "skip")
 
 
-def _probe_file(source: ImageSource) -> None:
-    """Fail before a long run, not in the middle: check the file exists and has an image header."""
-    with _open_image(source):  # reads the header only
-        pass
+@dataclass(frozen=True)
+class Failure:
+    """An image that could not be read: its row, what it was, and why."""
 
-
-def _load_image(source: ImageSource) -> np.ndarray:
-    """(3, H, W) uint8 from a PIL image or a file path."""
-    if _is_pil(source):
-        return np.asarray(source.convert("RGB")).transpose(2, 0, 1)
-    with _open_image(source) as img:
-        return np.asarray(img.convert("RGB")).transpose(2, 0, 1)
+    index: int
+    source: ImageSource
+    reason: str
 
 
 @dataclass(frozen=True)
 class Stimulus:
-    """A validated batch of images that yields model-ready chunks on demand."""
+    """A validated batch of images that yields model-ready chunks on demand.
+
+    Files and PIL images are decoded in ``chunk``, i.e. in the encode worker
+    that preprocesses them, so a folder is read once. With ``on_error="skip"``
+    an image that cannot be read does not stop the run: ``chunk`` feeds a
+    black placeholder, the model writes NaN into its row, and ``failures``
+    names it (thread-safe; rows are reported once however often they fail).
+    """
 
     array: np.ndarray | None  # (N, 3, H, W) integers, validated
     sources: tuple[ImageSource, ...] | None  # PIL images or paths, decoded per chunk
+    on_error: str = "fail"
+    background: tuple[int, int, int] = WHITE
+    _failed: dict[int, Failure] = field(default_factory=dict, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.array) if self.array is not None else len(self.sources)
 
+    @property
+    def failures(self) -> tuple[Failure, ...]:
+        """Images skipped so far (``on_error="skip"``), in row order."""
+        with self._lock:
+            return tuple(self._failed[i] for i in sorted(self._failed))
+
+    def ok_rows(self) -> np.ndarray:
+        """Indices of the rows whose image was read (all rows unless some were skipped)."""
+        keep = np.ones(len(self), dtype=bool)
+        keep[[f.index for f in self.failures]] = False
+        return np.flatnonzero(keep)
+
+    def _fail(self, index: int, error: StimulusError) -> None:
+        if self.on_error == "fail":
+            raise error
+        with self._lock:
+            self._failed.setdefault(index, Failure(index, self.sources[index], str(error)))
+
+    def image(self, index: int) -> np.ndarray | None:
+        """(3, H, W) uint8 of source ``index``, or None where it was skipped."""
+        try:
+            return load_image(self.sources[index], self.background)
+        except StimulusError as e:
+            self._fail(index, e)
+            return None
+
     def chunk(self, start: int, stop: int) -> np.ndarray:
         """Images start..stop as float32 (n, 3, 227, 227) in [0, 1], exactly as the original."""
+        size = (INPUT_SIZE, INPUT_SIZE)
         if self.array is not None:
-            rounded = resize_rounded(self.array[start:stop], (INPUT_SIZE, INPUT_SIZE))
+            rounded = resize_rounded(self.array[start:stop], size)
         else:
-            rounded = np.stack(
-                [
-                    resize_rounded(_load_image(s)[None], (INPUT_SIZE, INPUT_SIZE))[0]
-                    for s in self.sources[start:stop]
-                ]
-            )
+            rounded = np.zeros((stop - start, 3, *size), dtype=np.float32)
+            for i in range(start, stop):
+                img = self.image(i)
+                if img is not None:
+                    rounded[i - start] = resize_rounded(img[None], size)[0]
         rounded /= np.float32(255)
         return rounded
 
 
-def as_stimulus(stimulus: Any) -> Stimulus:
-    """Validate what the caller passed; raises StimulusError naming what was expected."""
+def as_stimulus(
+    stimulus: Any, on_error: str = "fail", background: tuple[int, int, int] = WHITE
+) -> Stimulus:
+    """Validate what the caller passed; raises StimulusError naming what was expected.
+
+    ``on_error`` ("fail" or "skip") and ``background`` (what transparent
+    pixels are composited onto) apply to image files and PIL images.
+    File paths are checked to exist here; they are decoded while encoding.
+    """
     if isinstance(stimulus, Stimulus):
         return stimulus
+    if on_error not in ON_ERROR:
+        raise InvalidParameterError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
+    background = check_background(background)
     if isinstance(stimulus, np.ndarray):
         _check_array(stimulus)
         return Stimulus(array=stimulus, sources=None)
-    if _is_pil(stimulus) or isinstance(stimulus, (str, os.PathLike)):
+    if is_pil_image(stimulus) or isinstance(stimulus, (str, os.PathLike)):
         stimulus = [stimulus]
     if isinstance(stimulus, Sequence) and not isinstance(stimulus, (bytes, bytearray)):
         items = tuple(stimulus)
         if not items:
             raise StimulusError(f"Got an empty list; expected {EXPECTED}.")
         for i, item in enumerate(items):
-            if not (_is_pil(item) or isinstance(item, (str, os.PathLike))):
+            if not (is_pil_image(item) or isinstance(item, (str, os.PathLike))):
                 raise StimulusError(
                     f"Item {i} of the list is a {type(item).__name__}; expected PIL images "
                     f"or image file paths (or pass one array: {EXPECTED})."
                 )
-            if not _is_pil(item):
-                _probe_file(item)
-        return Stimulus(array=None, sources=items)
+        stim = Stimulus(array=None, sources=items, on_error=on_error, background=background)
+        for i, item in enumerate(items):  # a typo fails now, not after hours of encoding
+            if not is_pil_image(item) and not os.path.isfile(item):
+                where = Path(item)
+                why = "is a broken symbolic link" if os.path.islink(where) else "not found"
+                what = "is a folder, not an image file" if where.is_dir() else why
+                stim._fail(i, StimulusError(f"Image file {where} {what}."))
+        return stim
     raise StimulusError(f"Got a {type(stimulus).__name__}; expected {EXPECTED}.")

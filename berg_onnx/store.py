@@ -34,14 +34,24 @@ class LocalStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser()
         self._manifest: Manifest | None = None
+        self._manifest_stamp: tuple[int, ...] | None = None
         self._verified: dict[Path, tuple[int, int]] = {}  # path -> (size, mtime_ns) checked
 
     def describe(self) -> str:
         return f"export directory {self.root}"
 
     def manifest(self) -> Manifest:
-        if self._manifest is None:
-            path = self.root / load_catalog().manifest_name
+        """The export's manifest, read again whenever the file changed on disk (a re-export
+        replaces it: new inode, size or mtime), so a long-lived BERG never judges new
+        files against old hashes."""
+        path = self.root / load_catalog().manifest_name
+        try:
+            st = path.stat()
+            stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        except OSError:
+            stamp = None
+        if self._manifest is None or stamp != self._manifest_stamp:
+            self._manifest = None
             if not path.is_file():
                 if not self.root.is_dir():
                     raise ModelNotFoundError(f"berg_dir {self.root} does not exist.")
@@ -57,6 +67,7 @@ class LocalStore:
                     "by `python -m export convert`."
                 )
             self._manifest = Manifest.load(path)
+            self._manifest_stamp = stamp
         return self._manifest
 
     def fetch(self, entry: FileEntry) -> Path:

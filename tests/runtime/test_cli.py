@@ -70,7 +70,9 @@ def test_encode_npy_stimulus(artifacts_dir, export_dir, tmp_path):
     assert run.returncode == 0, run.stderr
     assert np.load(tmp_path / "o.npy").shape == (3, 61)
     assert (tmp_path / "o.paths.txt").read_text().splitlines()[2] == f"{stim}[2]"
-    assert "3/3" in run.stderr  # progress bar on stderr
+    assert run.stderr == ""  # stderr is a pipe, not a terminal: no progress bar
+    run = encode(str(stim), "V1", export_dir, tmp_path / "p.npy", "--progress")
+    assert run.returncode == 0 and "3/3" in run.stderr  # forced on
 
 
 @pytest.mark.parametrize(

@@ -67,7 +67,7 @@ def test_unreadable_image_file(berg, model, tmp_path):
 def test_unknown_model_subject_roi_selection(berg):
     with pytest.raises(ModelNotFoundError, match="fmri-nsd-fwrf"):
         berg.get_encoding_model("eeg-things", 1, {"roi": "V1"})
-    with pytest.raises(ModelNotFoundError, match="1, 2, 3, 4, 5, 6, 7, 8"):
+    with pytest.raises(InvalidParameterError, match="1, 2, 3, 4, 5, 6, 7, 8"):  # as the original
         berg.get_encoding_model("fmri-nsd-fwrf", 9, {"roi": "V1"})
     with pytest.raises(ModelNotFoundError, match="V1, V2, V3"):
         berg.get_encoding_model("fmri-nsd-fwrf", 1, {"roi": "V7"})

@@ -1,0 +1,138 @@
+"""Writing encode results: responses + the row listing, as one pair; output-path checks.
+
+``write_responses(out, responses, labels)`` writes ``out`` (``.npy``) and its
+listing ``out.paths.txt`` (one line per row, in row order) so that they are
+never mixed:
+
+1. both are written in full to temporary files beside them (and flushed to disk);
+2. an existing ``out`` is removed;
+3. the listing is renamed into place, then the ``.npy``.
+
+A failure before step 2 (disk full, a kill) leaves both old files as they
+were; a crash between steps 2 and 3 leaves no ``.npy``. So whenever the
+``.npy`` exists, the ``.paths.txt`` beside it was written with it.
+
+Listing lines are file names as the OS gave them. Bytes that are not valid
+UTF-8 are written back as the same bytes (Python's ``surrogateescape``), so
+``read_listing`` returns names that open the same files. A backslash is
+written as ``\\\\``, a newline as ``\\n`` and a carriage return as ``\\r``, so
+every row is exactly one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InvalidParameterError
+from .fileio import _umask
+
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r"}
+_UNESCAPES = {"\\": "\\", "n": "\n", "r": "\r"}
+#: Output kinds ``encode --out`` writes, by suffix.
+RESPONSE_SUFFIXES = (".npy",)
+
+
+def listing_path(out: Path) -> Path:
+    """``r.npy`` -> ``r.paths.txt``: the row listing written beside the responses."""
+    return out.with_suffix(".paths.txt")
+
+
+def escape_label(label: str) -> str:
+    return "".join(_ESCAPES.get(c, c) for c in label)
+
+
+def unescape_label(line: str) -> str:
+    out, chars = [], iter(line)
+    for c in chars:
+        if c == "\\":
+            nxt = next(chars, "")
+            out.append(_UNESCAPES.get(nxt, "\\" + nxt))
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def encode_listing(labels: Iterable[str]) -> bytes:
+    text = "".join(escape_label(str(label)) + "\n" for label in labels)
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that no file system produced
+        return text.encode("utf-8", "backslashreplace")
+
+
+def read_listing(path: str | os.PathLike[str]) -> list[str]:
+    """The labels of a ``.paths.txt``, exactly as they were written (see module docstring)."""
+    text = Path(path).read_bytes().decode("utf-8", "surrogateescape")
+    return [unescape_label(line) for line in text.split("\n")[:-1]]
+
+
+def check_output(out: Path, suffixes: Sequence[str], inputs: Iterable[Path] = ()) -> None:
+    """Fail before any work: right suffix, folder exists and is writable, not an input.
+
+    ``inputs`` are the files the command reads; neither ``out`` nor its
+    listing may be one of them.
+    """
+    if not any(out.name.lower().endswith(s) for s in suffixes) or out.name.startswith("."):
+        raise InvalidParameterError(
+            f"--out must be a file name ending in {' or '.join(suffixes)}, got {out}"
+        )
+    parent = out.parent if str(out.parent) else Path(".")
+    if out.is_dir():
+        raise InvalidParameterError(f"--out {out} is a folder; give a file name")
+    if not parent.is_dir():
+        raise InvalidParameterError(f"output folder does not exist: {parent}")
+    targets = {os.path.realpath(out)}
+    if out.suffix == ".npy":
+        targets.add(os.path.realpath(listing_path(out)))
+    for item in inputs:
+        if os.path.realpath(item) in targets:
+            raise InvalidParameterError(
+                f"--out {out} would overwrite the input {item}; choose another name"
+            )
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".berg-onnx-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise InvalidParameterError(
+            f"cannot write to {parent} (for {out}): {e.strerror or e}"
+        ) from None
+
+
+def write_responses(out: Path, responses: np.ndarray, labels: Sequence[str]) -> Path:
+    """Write ``out`` and its listing as a pair (see module docstring); returns the listing."""
+    if len(labels) != len(responses):
+        raise ValueError(f"{len(labels)} labels for {len(responses)} rows")
+    listing = listing_path(out)
+    body = encode_listing(labels)
+    temps: list[str] = []
+    try:
+        for target in (out, listing):
+            fd, tmp = tempfile.mkstemp(
+                prefix=f".{target.name}.", suffix=".partial", dir=target.parent or "."
+            )
+            temps.append(tmp)
+            with os.fdopen(fd, "wb") as f:
+                if target is out:
+                    np.save(f, responses)
+                else:
+                    f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(out)
+        os.replace(temps[1], listing)
+        os.replace(temps[0], out)
+        temps.clear()
+    finally:
+        for tmp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    return listing
