@@ -78,13 +78,13 @@ def check_output(out: Path, suffixes: Sequence[str], inputs: Iterable[Path] = ()
     ``inputs`` are the files the command reads; neither ``out`` nor its
     listing may be one of them.
     """
-    if not any(out.name.lower().endswith(s) for s in suffixes) or out.name.startswith("."):
-        raise InvalidParameterError(
-            f"--out must be a file name ending in {' or '.join(suffixes)}, got {out}"
-        )
-    parent = out.parent if str(out.parent) else Path(".")
     if out.is_dir():
         raise InvalidParameterError(f"--out {out} is a folder; give a file name")
+    if not any(out.name.lower().endswith(s) for s in suffixes) or out.name.startswith("."):
+        raise InvalidParameterError(
+            f"--out must end in {' or '.join(suffixes)} (a file name), got {out}"
+        )
+    parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise InvalidParameterError(f"output folder does not exist: {parent}")
     targets = {os.path.realpath(out)}

@@ -159,3 +159,173 @@ def test_encode_with_the_int8_tier(image_dir, export_dir, tmp_path):
     assert exact_run.returncode == 0, exact_run.stderr
     diff = np.abs(fast - np.load(tmp_path / "exact.npy")).max()
     assert 0 < diff <= 0.05
+
+
+# -- issue 11 ------------------------------------------------------------------------------------
+def _one_line_error(run: subprocess.CompletedProcess, *words: str) -> None:
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 1 and len(lines) == 1, run.stderr
+    assert lines[0].startswith("berg-onnx: error:") and "Traceback" not in run.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_non_utf8_and_newline_names_are_written_losslessly(artifacts_dir, export_dir, tmp_path):
+    """Finding 4: rows == lines, names round-trip, and the pair is written together."""
+    photos = np.load(artifacts_dir / "reference" / "photos_256_uint8.npy")[:3]
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    raw_names = [b"caf\xe9.png", b"two\nlines.png", b"back\\slash.png"]  # not UTF-8, \n, \\
+    for raw, photo in zip(raw_names, photos, strict=True):
+        Image.fromarray(photo.transpose(1, 2, 0)).save(
+            os.fsdecode(os.fsencode(folder) + b"/" + raw)
+        )
+    out = tmp_path / "r.npy"
+    run = encode(str(folder), "V1", export_dir, out)
+    assert run.returncode == 0, run.stderr
+    listing = tmp_path / "r.paths.txt"
+    lines = listing.read_bytes().split(b"\n")[:-1]
+    assert len(lines) == np.load(out).shape[0] == 3  # one line per row
+    tails = sorted(line.rsplit(b"/", 1)[1] for line in lines)
+    assert tails == [b"back\\\\slash.png", b"caf\xe9.png", b"two\\nlines.png"]  # raw bytes kept
+    from berg_onnx.outputs import read_listing
+
+    names = read_listing(listing)
+    assert sorted(os.fsencode(n).rsplit(b"/", 1)[1] for n in names) == sorted(raw_names)
+    assert all(Path(n).is_file() for n in names)
+
+
+def test_output_may_not_be_an_input(artifacts_dir, export_dir, tmp_path):
+    stim = tmp_path / "s.npy"
+    np.save(stim, np.load(artifacts_dir / "reference" / "photos_256_uint8.npy")[:2])
+    before = stim.read_bytes()
+    _one_line_error(encode(str(stim), "V1", export_dir, stim), "overwrite the input")
+    assert stim.read_bytes() == before
+    link = tmp_path / "alias.npy"
+    os.symlink(stim, link)
+    _one_line_error(encode(str(stim), "V1", export_dir, link), "overwrite the input")
+    assert stim.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "out, words",
+    [("meta.txt", "end in .npz"), ("nodir/m.npz", "does not exist"), (".", "is a folder")],
+)
+def test_metadata_out_is_checked_before_printing(export_dir, tmp_path, out, words):
+    run = cli(
+        "metadata", "--subject", "1", "--roi", "V1", "--berg-dir", str(export_dir),
+        "--out", str(tmp_path / out),
+    )  # fmt: skip
+    _one_line_error(run, words)
+    assert run.stdout == ""
+    assert not (tmp_path / "meta.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "out, words", [("r.txt", "end in .npy"), ("nodir/r.npy", "does not exist"), ("", "folder")]
+)
+def test_encode_out_is_checked_before_any_work(image_dir, export_dir, tmp_path, out, words):
+    _one_line_error(encode(str(image_dir), "V1", export_dir, tmp_path / out), words)
+
+
+def test_zero_d_npy_is_one_line(export_dir, tmp_path):
+    stim = tmp_path / "zero.npy"
+    np.save(stim, np.array(5))
+    _one_line_error(encode(str(stim), "V1", export_dir, tmp_path / "r.npy"), "0-d")
+
+
+def test_decompression_bomb_is_one_line(export_dir, tmp_path):
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(
+        b"IHDR", struct.pack(">IIBBBBB", 13500, 13500, 8, 0, 0, 0, 0)
+    )
+    bomb = tmp_path / "big.png"
+    bomb.write_bytes(png + chunk(b"IEND", b""))
+    _one_line_error(encode(str(bomb), "V1", export_dir, tmp_path / "r.npy"), "big.png")
+
+
+@pytest.mark.parametrize("command", [["list"], ["doctor"], ["metadata", "--subject", "1"]])
+def test_broken_pipe_exits_0_silently(export_dir, command):
+    """Finding 7: `berg-onnx list | head -1` after the reader has gone."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first write
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "berg_onnx", *command, "--berg-dir", str(export_dir)],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        os.close(write)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+
+
+def test_version_threads_and_help_list_valid_values(image_dir, export_dir, tmp_path):
+    from berg_onnx import __version__
+
+    run = cli("--version")
+    assert run.returncode == 0 and run.stdout.strip() == f"berg-onnx {__version__}"
+    run = encode(str(image_dir), "V1", export_dir, tmp_path / "r.npy", "--threads", "1")
+    assert run.returncode == 0, run.stderr
+    run = encode(str(image_dir), "V1", export_dir, tmp_path / "r.npy", "--threads", "0")
+    assert run.returncode == 2 and "positive integer" in run.stderr
+    for command in ("encode", "metadata", "download"):
+        text = " ".join(cli(command, "--help").stdout.split())
+        assert "1, 2, 3, 4, 5, 6, 7, 8" in text and "V1, V2, V3, hV4" in text and "ventral" in text
+
+
+def test_progress_only_on_a_terminal_unless_forced(image_dir, export_dir, tmp_path):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    out = tmp_path / "r.npy"
+    assert "img/s" not in encode(str(image_dir), "V1", export_dir, out).stderr
+    assert "5/5" in encode(str(image_dir), "V1", export_dir, out, "--progress").stderr
+    # a real terminal on stderr: the bar is on by default, off with --no-progress / --quiet
+    for extra, shown in [((), True), (("--no-progress",), False), (("--quiet",), False)]:
+        leader, follower = pty.openpty()
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+        try:
+            run = subprocess.run(
+                [sys.executable, "-m", "berg_onnx", "encode", str(image_dir), "--subject", "1",
+                 "--roi", "V1", "--berg-dir", str(export_dir), "--out", str(out), *extra],
+                stdout=subprocess.PIPE, stderr=follower,
+            )  # fmt: skip
+            os.close(follower)
+            follower = -1
+            chunks = []
+            while True:
+                try:
+                    data = os.read(leader, 65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+        finally:
+            if follower != -1:
+                os.close(follower)
+            os.close(leader)
+        assert run.returncode == 0
+        assert (b"5/5" in b"".join(chunks)) is shown, (extra, b"".join(chunks)[-300:])
+
+
+def test_doctor_honours_repo_id_and_revision(tmp_path):
+    env = dict(os.environ, BERG_ONNX_CACHE=str(tmp_path / "cache"))
+    run = subprocess.run(
+        [sys.executable, "-m", "berg_onnx", "doctor", "--repo-id", "me/my-export",
+         "--revision", "v9"],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "Hub repo: me/my-export@v9" in run.stdout
