@@ -246,7 +246,14 @@ def cold_start(berg_dir: Path, export_dir: Path, repeats: int) -> dict:
         "cold_berg", repeats, export_dir=str(export_dir), image_path=image
     )
     wall_t, phases_t = timed_child("cold_torch", repeats, berg_dir=str(berg_dir), image_path=image)
-    return {"berg": {"wall_s": wall_b, **phases_b}, "torch": {"wall_s": wall_t, **phases_t}}
+    from benchmarks.coldstart import measure  # breakdown, min/median (issue 11)
+
+    breakdown = measure(export_dir, image, repeats=max(5, 2 * repeats))
+    return {
+        "berg": {"wall_s": wall_b, **phases_b},
+        "torch": {"wall_s": wall_t, **phases_t},
+        "breakdown": breakdown,
+    }
 
 
 def runtime_venv_size(workdir: Path) -> dict:
@@ -344,6 +351,10 @@ def report(r: dict) -> str:
             f"{t['wall_s'] / b['wall_s']:.0f}x faster; the original (spec): 3.7-7.5 s, "
             f"{3.7 / b['wall_s']:.0f}-{7.5 / b['wall_s']:.0f}x",
         ]
+        if "breakdown" in r["cold_start"]:
+            from benchmarks.coldstart import report as coldstart_report
+
+            lines.append(coldstart_report(r["cold_start"]["breakdown"]))
     if "install" in r:
         lines.append(
             "runtime venv (wheel + dependencies, no torch): "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +136,9 @@ class BERG:
     def _load(self, entry: ModelEntry, device: str, precision: str) -> EncodingModel:
         path = self.store.fetch(entry.onnx_file(precision))
         # single-threaded: on CPU, encode() runs one such call per core at a time
+        start = time.perf_counter()
         session, provider = create_session(path, device, threads=1)
+        seconds = time.perf_counter() - start
         auto = CUDA_BATCH_SIZE if provider == CUDA else CPU_BATCH_SIZE
         return EncodingModel(
             entry=entry,
@@ -146,6 +149,7 @@ class BERG:
             batch_size=self.batch_size or auto,
             precision=precision,
             threads=self.threads,
+            session_seconds=seconds,
         )
 
     def encode(

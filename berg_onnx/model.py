@@ -12,8 +12,13 @@ How chunks are scheduled depends on where they run:
   against one 2-thread session: V1 100 vs 91 images/s end to end, FFA-1 150
   vs 129.
 - CPU, one chunk (e.g. a single image): a second session whose operators use
-  every core, made on first use, for the lowest latency (V1 ~12 ms instead of
-  ~18 ms on one core).
+  every core gives the lowest latency (V1 ~12 ms instead of ~18 ms on one
+  core), but making it costs about as much as making the first session
+  (tens to hundreds of ms). So single chunks run on the single-threaded
+  session until the time spent on them reaches what the first session took
+  to make; then the all-core session is made (rent until the rent paid equals
+  the price, then buy: never more than twice the better choice in hindsight).
+  A process that encodes one image, the cold start, never pays for it.
 - CUDA: the GPU session runs chunks in order while a thread pool preprocesses
   the next ones, since preprocessing, not the GPU, is then the bottleneck.
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +69,9 @@ class EncodingModel:
     #: How chunks are scheduled (see the module docstring): "auto" picks by
     #: provider and chunk count; "serial", "workers" or "prefetch" force one.
     schedule: str = "auto"
+    #: Seconds the model's session took to make: the price of a second, all-core one.
+    session_seconds: float = 0.0
+    _single_chunk_seconds: float = field(default=0.0, init=False, repr=False)
     _all_core_session: ort.InferenceSession | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -141,6 +150,10 @@ class EncodingModel:
             self._run_prefetching(source, n, step, out, bar)
         elif schedule == "workers":
             self._run_workers(source, n, step, out, bar, min(self.threads, n_chunks))
+        elif n_chunks == 1 and self.schedule == "auto":
+            self._run_single_chunk(source, n, out)
+            if bar is not None:
+                bar.update(n)
         else:
             session = self._single_chunk_session()
             for start in range(0, n, step):
@@ -149,6 +162,19 @@ class EncodingModel:
                 if bar is not None:
                     bar.update(stop - start)
         return out
+
+    def _run_single_chunk(self, source: ChunkSource, n: int, out: np.ndarray) -> None:
+        """One chunk: on the all-core session once it has paid for itself (module docstring)."""
+        session = self._all_core_session
+        if session is None and self._single_chunk_seconds >= self.session_seconds:
+            session = self._single_chunk_session()
+        if session is not None:
+            out[:] = self._infer(session, source(0, n))
+            return
+        t = time.perf_counter()
+        out[:] = self._infer(self.session, source(0, n))
+        with self._lock:
+            self._single_chunk_seconds += time.perf_counter() - t
 
     @staticmethod
     def _infer(session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:

@@ -188,7 +188,14 @@ def test_every_schedule_gives_the_same_results(export_dir, photos, tmp_path):
     many = berg.encode(model, photos, show_progress=False)
     assert model._all_core_session is None  # made only for a single-chunk encode
     one = berg.encode(model, photos[:1], show_progress=False)
+    assert model._all_core_session is None  # one image is not worth a second session
+    while model._all_core_session is None:  # single chunks until they paid for one
+        assert berg.encode(model, photos[:1], show_progress=False).shape == one.shape
+    assert model._single_chunk_seconds >= model.session_seconds > 0
     assert model._all_core_session.get_session_options().intra_op_num_threads == 2
+    np.testing.assert_allclose(
+        berg.encode(model, photos[:1], show_progress=False), one, atol=1e-6, rtol=0
+    )
     results = {}
     try:
         for schedule in ("serial", "workers", "prefetch"):
