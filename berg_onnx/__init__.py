@@ -15,7 +15,10 @@ from .errors import (
     ResourceError,
     StimulusError,
 )
+from .files import ScanResult, scan_images
+from .images import load_image
 from .model import EncodingModel
+from .stimulus import Stimulus, as_stimulus
 
 __version__ = "0.1.0"
 
@@ -27,6 +30,11 @@ __all__ = [
     "ModelLoadError",
     "ModelNotFoundError",
     "ResourceError",
+    "ScanResult",
+    "Stimulus",
     "StimulusError",
     "__version__",
+    "as_stimulus",
+    "load_image",
+    "scan_images",
 ]

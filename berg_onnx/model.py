@@ -30,7 +30,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,6 +193,8 @@ class EncodingModel:
     def _run_workers(
         self, source: ChunkSource, n: int, step: int, out: np.ndarray, bar: Any, workers: int
     ) -> None:
+        from concurrent.futures import ThreadPoolExecutor  # not at import: cold start
+
         session = self.session
         starts = iter(range(0, n, step))
         lock, failed = threading.Lock(), threading.Event()
@@ -228,6 +229,8 @@ class EncodingModel:
     ) -> None:
         # Worker threads preprocess the next chunks while onnxruntime runs this
         # one on the GPU; at most `ahead` chunks wait in memory.
+        from concurrent.futures import ThreadPoolExecutor
+
         starts = list(range(0, n, step))
         ahead = min(len(starts), self.threads)
         with ThreadPoolExecutor(ahead, thread_name_prefix="berg-preprocess") as pool:
