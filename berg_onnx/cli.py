@@ -18,6 +18,7 @@ import numpy as np
 from .catalog import load_catalog
 from .constants import DEFAULT_MODEL_ID, ENV_CACHE, ENV_REPO, ENV_REVISION
 from .errors import BERGError, InvalidParameterError, StimulusError
+from .fileio import open_npy_stimulus
 from .manifest import model_key
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
@@ -57,10 +58,7 @@ def collect_images(items: list[str]) -> tuple[Any, list[str]]:
         path = Path(npys[0])
         if not path.is_file():
             raise CLIError(f"no such file: {path}")
-        try:
-            array = np.load(path, mmap_mode="r", allow_pickle=False)  # streamed, not loaded
-        except ValueError as e:
-            raise CLIError(f"{path} is not a plain numpy array: {e}") from None
+        array = open_npy_stimulus(path)  # header checked, then memory-mapped (streamed)
         return array, [f"{path}[{i}]" for i in range(len(array))]
     paths: list[Path] = []
     for item in items:

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from berg_onnx.errors import BERGError, ModelLoadError
+from berg_onnx.fileio import read_npy_header
 from berg_onnx.safezip import ZipLimits, open_checked_zip
 
 from .pickle_scan import scan_pickle
@@ -397,16 +398,9 @@ def load_pickled_npy(path: str | Path) -> Any:
             if size > MAX_METADATA_BYTES:
                 raise ModelLoadError(f"{path}: {size} bytes, more than metadata ever holds")
             try:
-                version = np.lib.format.read_magic(f)
-                if version == (1, 0):
-                    header = np.lib.format.read_array_header_1_0(f)
-                elif version == (2, 0):
-                    header = np.lib.format.read_array_header_2_0(f)
-                else:
-                    raise ValueError(f"unsupported .npy version {version}")
-            except (ValueError, SyntaxError, TypeError, OverflowError, EOFError) as e:
+                shape, _fortran, dtype, _ = read_npy_header(f)
+            except ValueError as e:
                 raise ModelLoadError(f"{path} is not a .npy file: {e}") from None
-            shape, _fortran, dtype = header
             if dtype != np.dtype(object) or shape != ():
                 raise ModelLoadError(
                     f"{path}: expected a pickled dict (object array of shape ()), "

@@ -28,35 +28,18 @@ CHECKPOINTS = crafted.checkpoint_cases()
 METADATA = crafted.metadata_cases()
 
 
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _refused(load, path: Path) -> str:
-    before = _peak_mb()
-    start = time.process_time()
-    with pytest.raises(ModelLoadError) as info:
-        load(path)
-    cpu = time.process_time() - start
-    grown = _peak_mb() - before
-    assert str(path) in str(info.value)
-    assert cpu < 1.0, f"{path.name}: {cpu:.2f} s of CPU to refuse"
-    assert grown < 100, f"{path.name}: peak RSS grew by {grown:.0f} MB"
-    return str(info.value)
-
-
 @pytest.mark.parametrize("case", sorted(CHECKPOINTS))
 def test_crafted_checkpoint_is_refused_fast(tmp_path, case):
     path = tmp_path / f"{case}.pt"
     path.write_bytes(CHECKPOINTS[case])
-    _refused(load_checkpoint, path)
+    crafted.assert_refused_fast(load_checkpoint, path)
 
 
 @pytest.mark.parametrize("case", sorted(METADATA))
 def test_crafted_metadata_is_refused_fast(tmp_path, case):
     path = tmp_path / f"{case}.npy"
     path.write_bytes(METADATA[case])
-    _refused(load_pickled_npy, path)
+    crafted.assert_refused_fast(load_pickled_npy, path)
 
 
 @pytest.mark.parametrize(

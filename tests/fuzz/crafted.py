@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import io
+import resource
 import struct
+import time
 import zipfile
 
 import numpy as np
@@ -217,3 +219,21 @@ def valid_stimulus_npy(shape=(2, 3, 8, 8), dtype=np.uint8) -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.zeros(shape, dtype=dtype))
     return buf.getvalue()
+
+
+def assert_refused_fast(load, path, error=None) -> str:
+    """``load(path)`` raises ``error`` naming ``path``, in < 1 s CPU, peak RSS + < 100 MB."""
+    import pytest
+
+    from berg_onnx.errors import ModelLoadError
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.process_time()
+    with pytest.raises(error or ModelLoadError) as info:
+        load(path)
+    cpu = time.process_time() - start
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert str(path) in str(info.value), info.value
+    assert cpu < 1.0, f"{path}: {cpu:.2f} s of CPU to refuse"
+    assert grown < 100, f"{path}: peak RSS grew by {grown:.0f} MB"
+    return str(info.value)
