@@ -68,6 +68,16 @@ EXPECTED: dict[str, tuple[str, tuple[int | str | None, ...]]] = {
 MAX_IMAGES = 100_000  # NSD has 73,000 images
 MAX_EXTRA_BYTES = 4 << 20  # each member the spec does not name
 MAX_MEMBERS = 64
+#: What reading a damaged member raises (zipfile, zlib, numpy's array reader).
+_READ_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    TypeError,
+    NotImplementedError,
+    zipfile.BadZipFile,
+    zlib.error,
+)
 _NAME = re.compile(r"^[A-Za-z0-9_]{1,64}(/[A-Za-z0-9_]{1,64}){0,3}\.npy$")
 
 
@@ -140,15 +150,7 @@ def load_npz(path: str | Path, nv: int | None = None) -> dict[str, Any]:
                     )
     except BERGError:
         raise
-    except (
-        OSError,
-        ValueError,
-        EOFError,
-        SyntaxError,
-        TypeError,
-        zipfile.BadZipFile,
-        zlib.error,
-    ) as e:
+    except _READ_ERRORS as e:
         raise ModelLoadError(f"cannot read metadata {path}: {e}") from None
     mask = flat["fmri/roi_mask_volume"]
     if nv is not None and int(np.count_nonzero(mask)) != nv:

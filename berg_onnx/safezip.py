@@ -123,7 +123,14 @@ def open_checked_zip(
             raise _fail(path, "the central directory lies beyond the end of the file")
         try:
             archive = zipfile.ZipFile(f)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as e:
+        except (
+            zipfile.BadZipFile,
+            zipfile.LargeZipFile,
+            ValueError,
+            OSError,
+            EOFError,
+            NotImplementedError,
+        ) as e:
             raise _fail(path, f"not a readable zip file ({e})") from None
         infos = archive.infolist()
         if len(infos) != n_total:
@@ -145,8 +152,10 @@ def _check_members(path, f, infos, size: int, cd_offset: int, limits: ZipLimits)
         if name in seen:
             raise _fail(path, f"member {name!r} appears twice")
         seen.add(name)
-        if info.flag_bits & 0x1:
-            raise _fail(path, f"member {name!r} is encrypted")
+        if info.flag_bits & 0x61:  # 0x1 encrypted, 0x20 patched data, 0x40 strong encryption
+            raise _fail(path, f"member {name!r} is encrypted or patched (flags {info.flag_bits})")
+        if info.extract_version > zipfile.MAX_EXTRACT_VERSION:
+            raise _fail(path, f"member {name!r} needs zip version {info.extract_version / 10}")
         if info.compress_type == zipfile.ZIP_STORED:
             if info.compress_size != info.file_size:
                 raise _fail(
@@ -172,6 +181,9 @@ def _check_members(path, f, infos, size: int, cd_offset: int, limits: ZipLimits)
         if len(local) < _LOCAL_SIZE or local[:4] != _LOCAL:
             raise _fail(path, f"member {name!r} has no local header where the directory says")
         name_len, extra_len = struct.unpack("<HH", local[26:30])
+        encoding = "utf-8" if info.flag_bits & 0x800 else "cp437"
+        if f.read(name_len) != info.orig_filename.encode(encoding, "replace"):
+            raise _fail(path, f"member {name!r} has another name in its local header")
         data_start = start + _LOCAL_SIZE + name_len + extra_len
         end = data_start + info.compress_size  # (a data descriptor may follow: not counted)
         if end > cd_offset:

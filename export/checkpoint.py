@@ -324,6 +324,14 @@ def _unpickle(data: bytes, allowed: dict, source: str, storages=None) -> Any:
         raise ModelLoadError(f"{source}: malformed pickle ({type(e).__name__}: {e})") from None
 
 
+def _read(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> bytes:
+    """One member's bytes (size already checked); a damaged member is a ModelLoadError."""
+    try:
+        return archive.read(info)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+        raise ModelLoadError(f"{path}: cannot read member {info.filename!r} ({e})") from None
+
+
 def _load_torch_zip(path: Path) -> Any:
     archive = open_checked_zip(path, CHECKPOINT_ZIP, "PyTorch checkpoint (a torch.save zip file)")
     with archive:
@@ -339,7 +347,8 @@ def _load_torch_zip(path: Path) -> Any:
         if f"{prefix}byteorder" in infos:
             if infos[f"{prefix}byteorder"].file_size > 16:
                 raise ModelLoadError(f"{path}: byteorder record is too long")
-            byteorder = archive.read(f"{prefix}byteorder").decode("ascii", "replace").strip()
+            byteorder = _read(archive, infos[f"{prefix}byteorder"], path)
+            byteorder = byteorder.decode("ascii", "replace").strip()
             if byteorder not in ("little", "big"):
                 raise ModelLoadError(f"{path}: byteorder {byteorder!r:.20} is not little or big")
         if infos[pkl_names[0]].file_size > MAX_PICKLE_BYTES:
@@ -359,17 +368,14 @@ def _load_torch_zip(path: Path) -> Any:
                     f"{path}: storage {key} holds {info.file_size} bytes but the pickle "
                     f"declares {numel} x {dtype.itemsize}"
                 )
-            raw = archive.read(info)
+            raw = _read(archive, info, path)
             dt = dtype.newbyteorder("<" if byteorder == "little" else ">")
             cache[key] = np.frombuffer(raw, dtype=dt, count=numel).astype(
                 dtype.newbyteorder("="), copy=False
             )
             return cache[key]
 
-        try:
-            data = archive.read(pkl_names[0])
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-            raise ModelLoadError(f"{path}: cannot read data.pkl ({e})") from None
+        data = _read(archive, infos[pkl_names[0]], path)
         return _unpickle(data, _CHECKPOINT_GLOBALS, str(path), storage)
 
 
