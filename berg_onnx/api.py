@@ -192,4 +192,4 @@ class BERG:
             return {r: self.get_model_metadata(model_id, subject, r) for r in available}
         spec, subject, roi = self._resolve(model_id, subject, roi)
         entry = self.store.manifest().get(spec.model_id, subject, roi)
-        return load_npz(self.store.fetch(entry.metadata))
+        return load_npz(self.store.fetch(entry.metadata), nv=entry.nv)

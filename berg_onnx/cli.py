@@ -65,6 +65,7 @@ def _note(args: argparse.Namespace, message: str) -> None:
 
 def collect_images(args: argparse.Namespace) -> tuple[Any, list[str], list[Path]]:
     """(stimulus, row labels, input files) from files, folders (files.py's rules) or one .npy."""
+    from .fileio import open_npy_stimulus
     from .files import scan_images
     from .stimulus import as_stimulus
 
@@ -76,15 +77,7 @@ def collect_images(args: argparse.Namespace) -> tuple[Any, list[str], list[Path]
         path = Path(npys[0])
         if not path.is_file():
             raise CLIError(f"no such file: {path}")
-        try:
-            array = np.load(path, mmap_mode="r", allow_pickle=False)  # streamed, not loaded
-        except ValueError as e:
-            raise CLIError(f"{path} is not a plain numpy array: {e}") from None
-        if not isinstance(array, np.ndarray) or array.ndim == 0:
-            raise CLIError(
-                f"{path} holds a single value (a 0-d array); expected an (N, 3, H, W) "
-                "array of images"
-            )
+        array = open_npy_stimulus(path)  # header checked, then memory-mapped (streamed)
         stimulus = as_stimulus(array)  # shape and values checked before any model loads
         return stimulus, [f"{path}[{i}]" for i in range(len(array))], [path]
     scan = scan_images(items)

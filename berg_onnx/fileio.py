@@ -12,6 +12,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 _CHUNK = 1 << 20
 
@@ -66,3 +67,97 @@ def atomic_path(final: str | os.PathLike[str], keep_name: bool = False) -> Itera
 def atomic_write_bytes(final: str | os.PathLike[str], data: bytes) -> None:
     with atomic_path(final) as tmp:
         tmp.write_bytes(data)
+
+
+MAX_NPY_HEADER = 1 << 16  # numpy itself refuses headers beyond 10,000 bytes
+
+
+def read_npy_header(f) -> tuple[tuple[int, ...], bool, Any, int]:
+    """(shape, fortran_order, dtype, header bytes) of the .npy stream ``f``, read in bounded memory.
+
+    numpy's own header readers first read as many bytes as the header claims
+    (up to 4 GB for version 2) and check the length afterwards; here the claim
+    is checked first and only the header's bytes are handed to numpy. Raises
+    ValueError for anything that is not a well-formed header.
+    """
+    import io
+    import struct
+
+    import numpy as np
+
+    start = f.read(12)
+    if len(start) < 10 or start[:6] != b"\x93NUMPY":
+        raise ValueError("no .npy magic string")
+    major = start[6]
+    if major == 1:
+        (length,), head = struct.unpack("<H", start[8:10]), 10
+    elif major in (2, 3) and len(start) == 12:
+        (length,), head = struct.unpack("<I", start[8:12]), 12
+    else:
+        raise ValueError(f"unsupported .npy version {major}.{start[7]}")
+    if length > MAX_NPY_HEADER:
+        raise ValueError(f"the header claims {length} bytes, more than {MAX_NPY_HEADER}")
+    body = start[head:] + f.read(length - (len(start) - head))
+    if len(body) != length:
+        raise ValueError("the file ends inside its header")
+    buf = io.BytesIO(start[:head] + body)
+    try:
+        np.lib.format.read_magic(buf)
+        if major == 1:
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(buf)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(buf)
+    except Exception as e:  # numpy's parser of a bounded header: any failure means malformed
+        raise ValueError(f"{type(e).__name__}: {e}") from None
+    return shape, fortran, dtype, head + length
+
+
+def open_npy_stimulus(path: str | os.PathLike[str]):
+    """A read-only memory map of a ``.npy`` stimulus array, its header checked first.
+
+    ``np.load`` trusts the header: a crafted one may claim any shape, dtype or
+    (with ``allow_pickle``) run code. Here the header must describe a plain
+    numeric array whose bytes are exactly the rest of the file, before anything
+    is mapped; its dtype and shape are then ``as_stimulus``'s to judge, with
+    hints for the input it saw. Errors are StimulusError naming the file.
+    """
+    import numpy as np
+
+    from .errors import StimulusError
+
+    path = Path(path)
+
+    def bad(reason: str) -> StimulusError:
+        return StimulusError(
+            f"{path} is not a stimulus array: {reason}. Expected an .npy file of integers "
+            "0-255 with shape (N, 3, H, W), e.g. np.save(path, images.astype(np.uint8))."
+        )
+
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            try:
+                shape, fortran, dtype, offset = read_npy_header(f)
+            except ValueError as e:
+                raise bad(f"not a readable .npy header ({e})") from None
+    except OSError as e:
+        raise StimulusError(f"cannot read {path}: {e.strerror or e}") from None
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        raise bad(f"dtype {dtype} is not a plain numeric type")
+    if dtype.kind not in "uifb":
+        raise bad(f"dtype {dtype} is not numeric")
+    if len(shape) > 8 or not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise bad(f"shape {shape} is not an array shape")
+    # dtype kind and shape are as_stimulus's to judge: its messages suggest the right fix
+    need = dtype.itemsize
+    for n in shape:
+        need *= n
+    if offset + need != size:
+        raise bad(f"the header promises {need} data bytes, the file holds {size - offset}")
+    if need == 0 or not shape:
+        return np.zeros(shape, dtype=dtype)  # nothing to map; the validator names the problem
+    order = "F" if fortran else "C"
+    try:
+        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)
+    except (OSError, ValueError) as e:
+        raise StimulusError(f"cannot map {path}: {e}") from None

@@ -13,6 +13,7 @@ from typing import Any
 
 from .errors import InvalidParameterError, ModelLoadError, ModelNotFoundError
 from .fileio import atomic_write_bytes, sha256_file
+from .manifest_schema import MAX_MANIFEST_BYTES, parse_json, validate_manifest
 
 SCHEMA_VERSION = 1
 FORMAT = "berg-onnx-export"
@@ -154,10 +155,7 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text: str, source: str = "manifest") -> Manifest:
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ModelLoadError(f"{source} is not valid JSON: {e}") from None
+        raw = parse_json(text, source)  # bounded size, every decoder failure a ModelLoadError
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise ModelLoadError(f"{source} is not a berg-onnx export manifest.")
         version = raw.get("schema_version")
@@ -166,6 +164,7 @@ class Manifest:
                 f"{source} has schema version {version}; this berg_onnx reads version "
                 f"{SCHEMA_VERSION}. Upgrade berg-onnx or re-export."
             )
+        validate_manifest(raw, source)  # types, ranges, plain file names: before any use
         try:
             models = {k: ModelEntry.from_dict(v) for k, v in raw["models"].items()}
         except (KeyError, TypeError, ValueError) as e:
@@ -177,4 +176,12 @@ class Manifest:
         """Read a manifest; a missing file gives an empty manifest."""
         if not path.is_file():
             return cls()
-        return cls.from_json(path.read_text("utf-8"), source=str(path))
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ModelLoadError(
+                f"{path} is larger than a manifest can be ({MAX_MANIFEST_BYTES} B)"
+            )
+        try:
+            text = path.read_text("utf-8")
+        except UnicodeDecodeError as e:
+            raise ModelLoadError(f"{path} is not UTF-8 text: {e}") from None
+        return cls.from_json(text, source=str(path))

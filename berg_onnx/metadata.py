@@ -7,13 +7,19 @@ arrays in an npz under keys such as ``fmri/ncsnr`` so that they load with
 
 from __future__ import annotations
 
+import math
+import re
+import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import ModelLoadError
+from .errors import BERGError, ModelLoadError
+from .fileio import read_npy_header
+from .safezip import ZipLimits, open_checked_zip
 
 SEP = "/"
 
@@ -46,10 +52,115 @@ def unflatten(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
     return nested
 
 
-def load_npz(path: str | Path) -> dict[str, Any]:
-    """The nested metadata dict from an exported npz (no pickle)."""
+#: What BERG's metadata holds (spec: "Metadata"): key -> (dtype kinds, shape). "nv" is the
+#: model's voxel count and None any length up to MAX_IMAGES.
+EXPECTED: dict[str, tuple[str, tuple[int | str | None, ...]]] = {
+    "fmri/ncsnr": ("f", ("nv",)),
+    "fmri/roi_mask_volume": ("b", (81, 104, 83)),
+    "fmri/fmri_affine": ("f", (4, 4)),
+    "encoding_models/r2": ("f", ("nv",)),
+    "encoding_models/noise_ceiling": ("f", ("nv",)),
+    "encoding_models/explained_variance": ("f", ("nv",)),
+    "encoding_models/train_img_num": ("iu", (None,)),
+    "encoding_models/val_img_num": ("iu", (None,)),
+    "encoding_models/test_img_num": ("iu", (None,)),
+}
+MAX_IMAGES = 100_000  # NSD has 73,000 images
+MAX_EXTRA_BYTES = 4 << 20  # each member the spec does not name
+MAX_MEMBERS = 64
+#: What reading a damaged member raises (zipfile, zlib, numpy's array reader).
+_READ_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    TypeError,
+    NotImplementedError,
+    zipfile.BadZipFile,
+    zlib.error,
+)
+_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}(/[A-Za-z0-9_]{1,64}){0,3}\.npy$")
+
+
+def _member_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo):
+    """(shape, fortran, dtype, header bytes) of one npz member, read from its first bytes."""
+    with archive.open(info) as f:
+        return read_npy_header(f)
+
+
+def _check_member(name: str, shape, dtype: np.dtype, nv: int | None) -> int:
+    """The bytes the array needs, after checking its dtype and shape against EXPECTED."""
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        raise ValueError(f"{name} has dtype {dtype}; metadata arrays are plain numbers")
+    if len(shape) > 8 or not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise ValueError(f"{name} has shape {shape}")
+    key = name[: -len(".npy")]
+    if key in EXPECTED:
+        kinds, want = EXPECTED[key]
+        if dtype.kind not in kinds:
+            raise ValueError(f"{key} has dtype {dtype}, expected kind {kinds!r}")
+        if len(shape) != len(want):
+            raise ValueError(f"{key} has shape {shape}, expected {len(want)} dimensions")
+        for got, exp in zip(shape, want, strict=True):
+            if exp == "nv" and nv is not None and got != nv:
+                raise ValueError(f"{key} has {got} voxels; the manifest says {nv}")
+            if isinstance(exp, int) and got != exp:
+                raise ValueError(f"{key} has shape {shape}, expected {want}")
+            if got > max(MAX_IMAGES, nv or 0):
+                raise ValueError(f"{key} has shape {shape}")
+    size = math.prod(shape) * dtype.itemsize
+    if key not in EXPECTED and size > MAX_EXTRA_BYTES:
+        raise ValueError(f"{key} has {size} bytes, more than {MAX_EXTRA_BYTES}")
+    return size
+
+
+def load_npz(path: str | Path, nv: int | None = None) -> dict[str, Any]:
+    """The nested metadata dict from an exported npz (no pickle), checked before it is read.
+
+    The archive's directory is checked first (berg_onnx.safezip), then every
+    member's .npy header: names, dtypes and shapes must be what BERG's metadata
+    holds (with ``nv`` voxels, when given) and each member's declared size must be
+    exactly its header plus its array. Only then are arrays read, so a crafted
+    npz can neither make us allocate more than the shapes say nor decompress
+    more than the members declare.
+    """
+    path = Path(path)
+    limits = ZipLimits(max_members=MAX_MEMBERS, allow_deflate=True, max_total=_max_total(nv))
+    archive = open_checked_zip(path, limits, "metadata .npz archive")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return unflatten({k: data[k] for k in data.files})
-    except (OSError, ValueError) as e:
+        with archive:
+            infos = archive.infolist()
+            missing = sorted(set(EXPECTED) - {i.filename[: -len(".npy")] for i in infos})
+            if missing:
+                raise ValueError(f"members missing: {', '.join(missing)}")
+            flat: dict[str, np.ndarray] = {}
+            for info in infos:
+                if not _NAME.match(info.filename):
+                    raise ValueError(f"member {info.filename[:80]!r} is not a metadata array name")
+                shape, _fortran, dtype, header = _member_header(archive, info)
+                size = _check_member(info.filename, shape, dtype, nv)
+                if info.file_size != header + size:
+                    raise ValueError(
+                        f"{info.filename} declares {info.file_size} bytes; its header and "
+                        f"array take {header + size}"
+                    )
+            for info in infos:
+                with archive.open(info) as f:
+                    flat[info.filename[: -len(".npy")]] = np.lib.format.read_array(
+                        f, allow_pickle=False
+                    )
+    except BERGError:
+        raise
+    except _READ_ERRORS as e:
         raise ModelLoadError(f"cannot read metadata {path}: {e}") from None
+    mask = flat["fmri/roi_mask_volume"]
+    if nv is not None and int(np.count_nonzero(mask)) != nv:
+        raise ModelLoadError(
+            f"metadata {path}: the ROI mask has {np.count_nonzero(mask)} voxels, the manifest {nv}"
+        )
+    return unflatten(flat)
+
+
+def _max_total(nv: int | None) -> int:
+    """Bytes all members may declare: the spec's arrays for ``nv`` voxels plus the extras."""
+    per_voxel = 4 * 8 * (nv if nv is not None else 1_000_000)
+    return 81 * 104 * 83 + 3 * 8 * MAX_IMAGES + per_voxel + 4 * MAX_EXTRA_BYTES + (1 << 16)

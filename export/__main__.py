@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
 
             run_demo(args.workdir, args.seed, not args.quiet)
         elif args.command == "convert":
+            from .preflight import check_sources
+
+            check_sources(args.berg_dir, spec, args.subjects, args.rois)  # before torch loads
             from .convert import convert
 
             manifest = convert(

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what it needs, then
 #   1. ruff (lint + format), 2. builds test artifacts with the export stage,
-#   3. export + runtime + Hub tests, 4. a torch-free stage: the built wheel in a
-#   fresh venv without torch runs the runtime and Hub tests against those artifacts.
+#   3. export + runtime + Hub tests, 4. a short fuzz of each untrusted-file loader,
+#   5. a torch-free stage: the built wheel in a fresh venv without torch runs the
+#   runtime and Hub tests against those artifacts.
 # Usage: bash tests/run.sh            (README's test command; .ci/run calls it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +25,7 @@ run_pytest() {
 stage "install (.venv: export + dev extras)"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[export,dev]"
+.venv/bin/python -m pip install -q -e ".[export,dev,fuzz]"
 if [ ! -x .venv-olah/bin/olah-cli ]; then  # olah (Hub mirror) in its own venv: its pins stay apart
   "$PY" -m venv .venv-olah
   .venv-olah/bin/python -m pip install -q olah==0.5.4
@@ -42,6 +43,9 @@ export BERG_TEST_ARTIFACTS="$WORK/artifacts"
 
 stage "export, runtime and Hub tests"
 run_pytest .venv/bin/python -m pytest tests -q -p no:cacheprovider
+
+stage "fuzz: each untrusted-file loader for a short fixed budget (python -m tests.fuzz)"
+.venv/bin/python -m tests.fuzz all --seconds "${BERG_FUZZ_SECONDS:-20}" --workdir "$WORK/fuzz"
 
 stage "torch-free stage: wheel in a fresh venv without torch"
 rm -rf "$WORK/dist"

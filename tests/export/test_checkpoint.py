@@ -87,15 +87,27 @@ def test_malicious_metadata_raises_and_runs_nothing(tmp_path):
     assert not marker.exists()
 
 
+def _u(text: str) -> bytes:  # BINUNICODE
+    return b"X" + len(text).to_bytes(4, "little") + text.encode()
+
+
 def test_other_gadgets_are_refused(tmp_path):
     for payload in (
-        b"cbuiltins\neval\n(S'1+1'\ntR.",
-        b"csubprocess\nPopen\n(S'true'\ntR.",
-        b"c_codecs\nencode\n(S'x'\nS'rot13'\ntR.",  # allowed global, refused argument
+        b"\x80\x02cbuiltins\neval\n" + _u("1+1") + b"\x85R.",
+        b"\x80\x02csubprocess\nPopen\n" + _u("true") + b"\x85R.",
+        b"\x80\x02c_codecs\nencode\n" + _u("x") + _u("rot13") + b"\x86R.",  # refused argument
+        b"\x80\x02cnumpy\nndarray\nK\x05\x85R.",  # allowed global, but never called
     ):
         path = tmp_path / "x.pt"
         _torch_zip(path, payload)
         with pytest.raises(UnsafePickleError):
+            load_checkpoint(path)
+    for payload in (  # text-protocol opcodes never appear in BERG files: refused by the pre-scan
+        b"cbuiltins\neval\n(S'1+1'\ntR.",
+        b"csubprocess\nPopen\n(S'true'\ntR.",
+    ):
+        _torch_zip(path, payload)
+        with pytest.raises(ModelLoadError, match="opcode STRING never appears"):
             load_checkpoint(path)
 
 

@@ -62,7 +62,8 @@ Python API on the server object (tests run it in-process): ``endpoint``, ``close
 ``request_log``; seeding without HTTP: ``create_repo``, ``commit``, ``create_tag``,
 ``create_branch``; inspection: ``resolve_revision``, ``list_files``, ``file_info``,
 ``read_file``; faults: ``corrupt_file``, ``truncate_file``, ``fail_requests``,
-``clear_faults``. The LFS rule is ``lfs_threshold`` (bytes) and ``lfs_suffixes``.
+``clear_faults``; a slow link: ``throttle_bytes_per_s``. The LFS rule is ``lfs_threshold``
+(bytes) and ``lfs_suffixes``.
 
 Errors carry ``X-Error-Code`` / ``X-Error-Message`` the way the Hub does, which is what the
 client maps to exception types: ``RepoNotFound`` (404, or 401 with ``missing_repo_status=401``
@@ -415,6 +416,8 @@ class HubServer:
         self._pristine: dict[str, bytes] = {}
         self._faults: dict[str, _Fault] = {}
         self._errors: list[_InjectedError] = []
+        #: when set, file downloads are paced to about this many bytes per second and connection
+        self.throttle_bytes_per_s: int | None = None
         self._seq = 0
         self._closed = False
         self._httpd = _ThreadingServer((host, 0), self)
@@ -1461,6 +1464,13 @@ class _Handler(BaseHTTPRequestHandler):
         body = data[start : end + 1]
         if fault is None:
             self._write_head(status, headers, len(body))
+            rate = self.hub.throttle_bytes_per_s
+            if rate:  # a slow link: 64 KiB at a time, paced (cache soak kills a client mid-file)
+                for at in range(0, len(body), 1 << 16):
+                    self.wfile.write(body[at : at + (1 << 16)])
+                    self.wfile.flush()
+                    time.sleep((1 << 16) / rate)
+                return
             self.wfile.write(body)
             return
         cut = max(0, fault.keep_bytes - start)

@@ -1,0 +1,141 @@
+"""Hostile checkpoints and metadata files: refused fast, in bounded memory, with a clear error.
+
+Each case in tests/fuzz/crafted.py is one class of attack (memo bomb, lengths
+beyond the data, deep nesting, lying zip directories, storages that do not
+back their tensors, ...). The loaders must raise ModelLoadError naming the
+file within well under a second and without the process growing by 100 MB.
+A whole ``python -m export convert`` on such a file must exit with one line
+within 5 s and a peak RSS under 500 MB.
+"""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fuzz import crafted
+
+from berg_onnx.errors import ModelLoadError
+from export.checkpoint import load_checkpoint, load_pickled_npy
+
+FWRF = "encoding_models/modality-fmri/train_dataset-nsd/model-fwrf"
+REPO = Path(__file__).resolve().parents[2]
+CHECKPOINTS = crafted.checkpoint_cases()
+METADATA = crafted.metadata_cases()
+
+
+@pytest.mark.parametrize("case", sorted(CHECKPOINTS))
+def test_crafted_checkpoint_is_refused_fast(tmp_path, case):
+    path = tmp_path / f"{case}.pt"
+    path.write_bytes(CHECKPOINTS[case])
+    crafted.assert_refused_fast(load_checkpoint, path)
+
+
+@pytest.mark.parametrize("case", sorted(METADATA))
+def test_crafted_metadata_is_refused_fast(tmp_path, case):
+    path = tmp_path / f"{case}.npy"
+    path.write_bytes(METADATA[case])
+    crafted.assert_refused_fast(load_pickled_npy, path)
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("pickle_memo_bomb", "LONG_BINPUT to memo slot 426930802"),
+        ("pickle_binbytes8_beyond", "BINBYTES8 .* declares"),
+        ("pickle_frame_beyond", "FRAME declares"),
+        ("pickle_deep_marks", "open MARKs"),
+        ("pickle_deep_tuples", "nesting deeper"),
+        ("pickle_many_opcodes", "opcodes"),
+        ("pickle_ndarray_huge_shape", "backed by 8 bytes"),
+        ("pickle_dtype_void_huge", "not a plain numeric"),
+        ("storage_short", "holds 8 bytes but the pickle declares 4 x 4"),
+        ("tensor_beyond_storage", "does not fit its storage"),
+        ("compressed_member", "is compressed"),
+        ("size_beyond_file", "claims 2147483632 bytes"),
+        ("duplicate_names", "appears twice"),
+        ("path_traversal", "not a plain relative path"),
+        ("many_members", "more than the 4096 allowed"),
+        ("overlapping_members", "overlap"),
+    ],
+)
+def test_refusals_name_the_reason(tmp_path, case, reason):
+    path = tmp_path / "weights_sub-01_roi-V1.pt"
+    path.write_bytes(CHECKPOINTS[case])
+    assert pytest.raises(ModelLoadError, load_checkpoint, path).match(reason)
+
+
+def test_golden_files_still_load(golden_dir):
+    for variant in ("berg_dir", "berg_dir_numpy1"):
+        ck = load_checkpoint(
+            golden_dir / variant / FWRF / "encoding_models_weights/weights_sub-01_roi-V1.pt"
+        )
+        assert ck.nv == 40
+        meta = load_pickled_npy(golden_dir / variant / FWRF / "metadata/metadata_sub-01_roi-V1.npy")
+        assert meta["fmri"]["roi_mask_volume"].shape == (81, 104, 83)
+
+
+def _berg_dir(root: Path, checkpoint: bytes, metadata: bytes | None = None) -> Path:
+    (root / FWRF / "encoding_models_weights").mkdir(parents=True)
+    (root / FWRF / "metadata").mkdir(parents=True)
+    (root / FWRF / "encoding_models_weights/weights_sub-01_roi-V1.pt").write_bytes(checkpoint)
+    meta = metadata if metadata is not None else crafted.npy_pickle(b"\x80\x02}.")
+    (root / FWRF / "metadata/metadata_sub-01_roi-V1.npy").write_bytes(meta)
+    return root
+
+
+def _convert(berg_dir: Path, out: Path) -> tuple[subprocess.CompletedProcess, float, float]:
+    """Run the real convert CLI; (result, wall seconds, the child's peak RSS in MB)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    run = subprocess.run(
+        [sys.executable, "-m", "export", "convert", "--berg-dir", str(berg_dir), "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    wall = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # RUSAGE_CHILDREN is the largest child so far: a bigger earlier child would hide this one
+    assert peak >= before
+    return run, wall, peak / 1024
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "metadata"),
+    [
+        ("pickle_memo_bomb", None),
+        ("storage_huge_claim", None),
+        ("compressed_member", None),
+        (None, "pickle_memo_bomb"),
+        (None, "pickle_frame_beyond"),
+    ],
+)
+def test_convert_process_refuses_with_one_line_fast_and_small(
+    tmp_path, golden_dir, checkpoint, metadata
+):
+    good = golden_dir / "berg_dir" / FWRF
+    ck = (
+        CHECKPOINTS[checkpoint]
+        if checkpoint
+        else (good / "encoding_models_weights/weights_sub-01_roi-V1.pt").read_bytes()
+    )
+    meta = (
+        METADATA[metadata]
+        if metadata
+        else (good / "metadata/metadata_sub-01_roi-V1.npy").read_bytes()
+    )
+    berg_dir = _berg_dir(tmp_path / "berg", ck, meta)
+    run, wall, peak_mb = _convert(berg_dir, tmp_path / "out")
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2, run.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr
+    assert ("weights_sub-01" if checkpoint else "metadata_sub-01") in lines[0]
+    assert wall < 5, f"convert took {wall:.1f} s to refuse"
+    assert peak_mb < 500, f"convert peaked at {peak_mb:.0f} MB"
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
