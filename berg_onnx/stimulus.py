@@ -32,6 +32,10 @@ EXPECTED = (
 def _shape_hint(shape: tuple[int, ...]) -> str:
     """The fix for a wrong shape, judged from the shape itself (never a guess that reshapes
     pixels into the wrong places)."""
+    if len(shape) == 0:
+        return " It holds a single value (a 0-d array), not images."
+    if len(shape) == 1:
+        return " A flat (1-D) array? Keep the (N, 3, H, W) shape when saving or building it."
     if len(shape) == 2:  # one grayscale image (H, W)
         return " One grayscale image? Use np.repeat(x[None, None], 3, axis=1)."
     if len(shape) == 3:
