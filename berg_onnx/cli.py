@@ -65,9 +65,8 @@ def _note(args: argparse.Namespace, message: str) -> None:
 
 def collect_images(args: argparse.Namespace) -> tuple[Any, list[str], list[Path]]:
     """(stimulus, row labels, input files) from files, folders (files.py's rules) or one .npy."""
-    from .fileio import open_npy_stimulus
     from .files import scan_images
-    from .stimulus import as_stimulus
+    from .stimulus import as_stimulus, load_npy_stimulus
 
     items = args.images
     npys = [i for i in items if i.lower().endswith(".npy")]
@@ -77,9 +76,9 @@ def collect_images(args: argparse.Namespace) -> tuple[Any, list[str], list[Path]
         path = Path(npys[0])
         if not path.is_file():
             raise CLIError(f"no such file: {path}")
-        array = open_npy_stimulus(path)  # header checked, then memory-mapped (streamed)
-        stimulus = as_stimulus(array)  # shape and values checked before any model loads
-        return stimulus, [f"{path}[{i}]" for i in range(len(array))], [path]
+        # header checked, memory-mapped (streamed), then validated before any model loads
+        stimulus = load_npy_stimulus(path)
+        return stimulus, [f"{path}[{i}]" for i in range(len(stimulus))], [path]
     scan = scan_images(items)
     if scan.skipped:  # said after a successful run, so that an error stays one line
         args.notes.append(scan.summary())

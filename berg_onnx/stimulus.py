@@ -237,3 +237,19 @@ def as_stimulus(
                 stim._fail(i, StimulusError(f"Image file {where} {what}."))
         return stim
     raise StimulusError(f"Got a {type(stimulus).__name__}; expected {EXPECTED}.")
+
+
+def load_npy_stimulus(path: str | os.PathLike[str]) -> Stimulus:
+    """A ``.npy`` stimulus file, header-checked and memory-mapped, then validated.
+
+    The one path for stimulus files (CLI, experiments): ``open_npy_stimulus``
+    refuses crafted headers before mapping, ``as_stimulus`` judges dtype, shape
+    and values with its hints; either error names the file.
+    """
+    from .fileio import open_npy_stimulus
+
+    array = open_npy_stimulus(path)
+    try:
+        return as_stimulus(array)
+    except StimulusError as e:
+        raise StimulusError(f"{path}: {e}") from None

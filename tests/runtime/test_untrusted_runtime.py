@@ -24,7 +24,7 @@ from berg_onnx.errors import ModelLoadError, StimulusError
 from berg_onnx.fileio import open_npy_stimulus
 from berg_onnx.manifest import Manifest
 from berg_onnx.metadata import load_npz
-from berg_onnx.stimulus import as_stimulus
+from berg_onnx.stimulus import load_npy_stimulus
 
 MODEL = "fmri-nsd-fwrf"
 
@@ -203,9 +203,7 @@ def test_every_crafted_stimulus_npy_is_refused(tmp_path):
         path = tmp_path / f"{case}.npy"
         path.write_bytes(data)
         # the CLI's path: the header-checked map, then the validator (dtype and shape hints)
-        crafted.assert_refused_fast(
-            lambda p: as_stimulus(open_npy_stimulus(p)), path, StimulusError
-        )
+        crafted.assert_refused_fast(load_npy_stimulus, path, StimulusError)
 
 
 def test_stimulus_npy_maps_the_real_array(tmp_path):
