@@ -50,8 +50,9 @@ ImageSource = Union[str, os.PathLike, Any]  # Any: PIL.Image.Image (Pillow impor
 WHITE = (255, 255, 255)
 #: Single-channel 16-bit modes, in every byte order Pillow names.
 MODES_16BIT = ("I;16", "I;16B", "I;16L", "I;16N")
-#: Raw decoder modes that make a mode-"I" image a 16-bit one.
-_RAW_16BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I;16BS", "I;16S", "I;16LS")
+#: Raw decoder modes that make a mode-"I" image an unsigned 16-bit one (signed ones,
+#: "I;16S" etc., can be negative: refused like other 32-bit integer images).
+_RAW_16BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 

@@ -246,3 +246,21 @@ def test_suggested_fixes_work(berg, model):
     np.testing.assert_array_equal(
         berg.encode(model, ((f / 255) * 255).round().astype(np.uint8), show_progress=False), ref
     )
+
+
+@pytest.mark.parametrize(
+    "stimulus, fix",
+    [
+        ([np.zeros((3, 8, 8), np.uint8)] * 2, "np.stack(images)"),
+        (memoryview(np.zeros((1, 3, 8, 8), np.uint8)), "np.asarray(x)"),
+    ],
+)
+def test_containers_get_a_conversion_hint(berg, model, stimulus, fix):
+    with pytest.raises(StimulusError) as info:
+        berg.encode(model, stimulus, show_progress=False)
+    assert fix in str(info.value)
+
+
+def test_a_folder_path_points_to_scan_images(berg, model, tmp_path):
+    with pytest.raises(StimulusError, match="scan_images"):
+        berg.encode(model, str(tmp_path), show_progress=False)
