@@ -18,7 +18,7 @@ import numpy as np
 
 from .catalog import load_catalog
 from .constants import DEFAULT_MODEL_ID, ENV_CACHE, ENV_REPO, ENV_REVISION, check_positive_int
-from .errors import BERGError, InvalidParameterError, ModelNotFoundError, ResourceError
+from .errors import BERGError, InvalidParameterError
 from .manifest import model_key
 
 #: A 69-byte ONNX graph (Identity) used by `doctor` to try each execution provider.
@@ -150,9 +150,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     problem = None
     try:
         manifest = store.manifest()
-    except ResourceError as e:  # unreachable Hub, or offline without a cached manifest
-        manifest, problem = None, " ".join(str(e).split())
-    except ModelNotFoundError as e:
+    except BERGError as e:  # unreachable Hub, offline without a cached manifest, no export
         manifest, problem = None, " ".join(str(e).split())
     print(f"source: {store.describe()}")
     if problem:

@@ -41,8 +41,8 @@ def _shape_hint(shape: tuple[int, ...]) -> str:
             return " One (H, W, 3) image? Use x.transpose(2, 0, 1)[None]."
         if shape[-1] == 4:
             return (
-                " One (H, W, 4) RGBA image? Composite or drop alpha, e.g. "
-                "x[..., :3].transpose(2, 0, 1)[None]."
+                " One (H, W, 4) RGBA image? Composite it onto white as files are: "
+                "berg_onnx.load_image(PIL.Image.fromarray(x))[None]."
             )
         return " A batch of grayscale (N, H, W) images? Use np.repeat(x[:, None], 3, axis=1)."
     if len(shape) == 4:
@@ -52,12 +52,11 @@ def _shape_hint(shape: tuple[int, ...]) -> str:
             return " Channels-last (N, H, W, 3)? Use x.transpose(0, 3, 1, 2)."
         if shape[-1] == 1:
             return " Grayscale channels-last? Use np.repeat(x.transpose(0, 3, 1, 2), 3, axis=1)."
-        if shape[1] == 4:
-            return " RGBA (N, 4, H, W)? Composite or drop alpha, e.g. x[:, :3]."
-        if shape[-1] == 4:
+        if shape[-1] == 4 or shape[1] == 4:
+            hwc = "im" if shape[-1] == 4 else "im.transpose(1, 2, 0)"
             return (
-                " RGBA channels-last? Composite or drop alpha, e.g. "
-                "x[..., :3].transpose(0, 3, 1, 2)."
+                " RGBA images? Composite them onto white as files are: np.stack("
+                f"[berg_onnx.load_image(PIL.Image.fromarray({hwc})) for im in x])."
             )
     return ""
 

@@ -201,6 +201,7 @@ def test_a_long_lived_berg_notices_a_re_export(export_dir, golden_export, tmp_pa
         (np.full((1, 3, 8, 8), 0.5, np.float32), "(x * 255).round().astype(np.uint8)"),
         (np.full((1, 3, 8, 8), 200.0, np.float64), "x.round().astype(np.uint8)"),
         (np.full((1, 3, 8, 8), 1000, np.uint16), "// 257"),
+        (np.zeros((2, 8, 8, 4), np.uint8), "load_image(PIL.Image.fromarray(im))"),
     ],
 )
 def test_each_message_suggests_the_fix_for_its_input(berg, model, stimulus, fix):
