@@ -94,20 +94,24 @@ def load_image(source: ImageSource, background: tuple[int, int, int] = WHITE) ->
     """
     background = check_background(background)
     if is_pil_image(source):
+        filename = getattr(source, "filename", "") or ""
+        name = f"the PIL image of {filename}" if filename else "the PIL image"
         with _LOCKS[id(source) % len(_LOCKS)]:
             try:
-                return _to_chw(source, background, "the PIL image")
+                return _to_chw(source, background, name)
             except StimulusError:
                 raise
             except (ValueError, AssertionError, AttributeError) as e:
-                # a closed image: "Operation on closed image", or an assert in load()
+                if not isinstance(e, AssertionError) and "closed" not in str(e):
+                    raise StimulusError(f"Cannot convert {name}: {e}") from None
+                # "Operation on closed image", or load()'s assert on a closed file
                 raise StimulusError(
-                    f"Cannot read the PIL image {source!r}: {e or type(e).__name__}. It was "
-                    "probably closed (e.g. used outside its `with Image.open(...)` block); "
-                    "keep it open until encode() returns, or pass the file path instead."
+                    f"Cannot read {name}: it was closed (e.g. used after its "
+                    "`with Image.open(...)` block or after img.close()); keep it open until "
+                    "encode() returns, or pass the file path instead."
                 ) from None
-            except OSError as e:
-                raise StimulusError(f"Cannot decode the PIL image {source!r}: {e}") from None
+            except (OSError, SyntaxError, EOFError) as e:  # truncated or damaged data
+                raise StimulusError(f"Cannot decode {name}: {e}") from None
     path = Path(source)
     img = open_image(path)
     try:
