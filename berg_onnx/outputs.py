@@ -94,8 +94,9 @@ def check_output(out: Path, suffixes: Sequence[str], inputs: Iterable[Path] = ()
         if listing.is_dir():
             raise InvalidParameterError(f"{listing} (the row listing of --out) is a folder")
         targets.add(os.path.realpath(listing))
+    kinds = {out.suffix.lower(), ".txt"}  # only these could be the outputs (fast on big folders)
     for item in inputs:
-        if os.path.realpath(item) in targets:
+        if Path(item).suffix.lower() in kinds and os.path.realpath(item) in targets:
             raise InvalidParameterError(
                 f"--out {out} would overwrite the input {item}; choose another name"
             )
