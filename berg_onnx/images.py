@@ -170,13 +170,13 @@ def _raw_mode(img: Any) -> str | None:
 
 
 def _to_chw(img: Any, background: tuple[int, int, int], name: str) -> np.ndarray:
-    from PIL import ImageOps
-
     is_16bit = img.mode in MODES_16BIT or (img.mode == "I" and (_raw_mode(img) or "") in _RAW_16BIT)
     if img.mode in ("I", "F") and not is_16bit or img.mode.startswith("I;32"):
         raise StimulusError(_refusal(img.mode, name))
     img.load()
     if _orientation(img) != 1:
+        from PIL import ImageOps  # only for rotated images: cold start
+
         img = ImageOps.exif_transpose(img)
     if is_16bit:
         return _from_16bit(img, background)
