@@ -15,7 +15,6 @@ from .errors import (
     ResourceError,
     StimulusError,
 )
-from .files import ScanResult, scan_images
 from .images import load_image
 from .model import EncodingModel
 from .stimulus import Stimulus, as_stimulus
@@ -38,3 +37,12 @@ __all__ = [
     "load_image",
     "scan_images",
 ]
+
+
+def __getattr__(name: str):
+    """The folder scan (files.py) loads on first use: `import berg_onnx` stays cheap."""
+    if name in ("ScanResult", "scan_images"):
+        from . import files
+
+        return getattr(files, name)
+    raise AttributeError(f"module 'berg_onnx' has no attribute {name!r}")

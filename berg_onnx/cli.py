@@ -18,7 +18,7 @@ import numpy as np
 
 from .catalog import load_catalog
 from .constants import DEFAULT_MODEL_ID, ENV_CACHE, ENV_REPO, ENV_REVISION, check_positive_int
-from .errors import BERGError, InvalidParameterError, ModelNotFoundError, ResourceError
+from .errors import BERGError, InvalidParameterError
 from .manifest import model_key
 
 #: A 69-byte ONNX graph (Identity) used by `doctor` to try each execution provider.
@@ -36,6 +36,13 @@ ORT_FLAVOURS = (
 
 class CLIError(Exception):
     """A user error the CLI reports as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors, like every other berg-onnx error (exit 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _berg(args: argparse.Namespace):
@@ -135,9 +142,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     problem = None
     try:
         manifest = store.manifest()
-    except ResourceError as e:  # unreachable Hub, or offline without a cached manifest
-        manifest, problem = None, " ".join(str(e).split())
-    except ModelNotFoundError as e:
+    except BERGError as e:  # unreachable Hub, offline without a cached manifest, no export
         manifest, problem = None, " ".join(str(e).split())
     print(f"source: {store.describe()}")
     if problem:
@@ -319,7 +324,7 @@ EXAMPLES = {
 
 def build_parser() -> argparse.ArgumentParser:
     catalog = load_catalog()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="berg-onnx",
         description="Predict fMRI responses to images with BERG's fmri-nsd-fwrf models "
         "on onnxruntime.",
@@ -365,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="image files, folders (recursive; hidden files skipped; every extension Pillow "
         "opens), or one .npy (N,3,H,W) array",
     )
-    p.add_argument("--subject", type=_positive_int, required=True, help=subjects_help)
+    p.add_argument("--subject", type=int, required=True, help=subjects_help)
     p.add_argument("--roi", required=True, help=rois_help)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--batch-size", type=_positive_int, default=None)
@@ -393,13 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = add("metadata", "summarise (and optionally save) a subject's metadata")
-    p.add_argument("--subject", type=_positive_int, required=True, help=subjects_help)
+    p.add_argument("--subject", type=int, required=True, help=subjects_help)
     p.add_argument("--roi", default=None, help=f"default: every ROI; {rois_help}")
     p.add_argument("--out", default=None, help="save as .npz")
     p.set_defaults(func=cmd_metadata)
 
     p = add("download", "prefetch models for offline use")
-    p.add_argument("--subject", type=_positive_int, nargs="+", required=True, help=subjects_help)
+    p.add_argument("--subject", type=int, nargs="+", required=True, help=subjects_help)
     p.add_argument("--roi", nargs="+", default=None, help=f"default: every ROI; {rois_help}")
     progress_flags(p)
     p.set_defaults(func=cmd_download)

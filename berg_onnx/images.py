@@ -50,8 +50,9 @@ ImageSource = Union[str, os.PathLike, Any]  # Any: PIL.Image.Image (Pillow impor
 WHITE = (255, 255, 255)
 #: Single-channel 16-bit modes, in every byte order Pillow names.
 MODES_16BIT = ("I;16", "I;16B", "I;16L", "I;16N")
-#: Raw decoder modes that make a mode-"I" image a 16-bit one.
-_RAW_16BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I;16BS", "I;16S", "I;16LS")
+#: Raw decoder modes that make a mode-"I" image an unsigned 16-bit one (signed ones,
+#: "I;16S" etc., can be negative: refused like other 32-bit integer images).
+_RAW_16BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
@@ -93,20 +94,24 @@ def load_image(source: ImageSource, background: tuple[int, int, int] = WHITE) ->
     """
     background = check_background(background)
     if is_pil_image(source):
+        filename = getattr(source, "filename", "") or ""
+        name = f"the PIL image of {filename}" if filename else "the PIL image"
         with _LOCKS[id(source) % len(_LOCKS)]:
             try:
-                return _to_chw(source, background, "the PIL image")
+                return _to_chw(source, background, name)
             except StimulusError:
                 raise
             except (ValueError, AssertionError, AttributeError) as e:
-                # a closed image: "Operation on closed image", or an assert in load()
+                if not isinstance(e, AssertionError) and "closed" not in str(e):
+                    raise StimulusError(f"Cannot convert {name}: {e}") from None
+                # "Operation on closed image", or load()'s assert on a closed file
                 raise StimulusError(
-                    f"Cannot read the PIL image {source!r}: {e or type(e).__name__}. It was "
-                    "probably closed (e.g. used outside its `with Image.open(...)` block); "
-                    "keep it open until encode() returns, or pass the file path instead."
+                    f"Cannot read {name}: it was closed (e.g. used after its "
+                    "`with Image.open(...)` block or after img.close()); keep it open until "
+                    "encode() returns, or pass the file path instead."
                 ) from None
-            except OSError as e:
-                raise StimulusError(f"Cannot decode the PIL image {source!r}: {e}") from None
+            except (OSError, SyntaxError, EOFError) as e:  # truncated or damaged data
+                raise StimulusError(f"Cannot decode {name}: {e}") from None
     path = Path(source)
     img = open_image(path)
     try:
@@ -165,13 +170,13 @@ def _raw_mode(img: Any) -> str | None:
 
 
 def _to_chw(img: Any, background: tuple[int, int, int], name: str) -> np.ndarray:
-    from PIL import ImageOps
-
     is_16bit = img.mode in MODES_16BIT or (img.mode == "I" and (_raw_mode(img) or "") in _RAW_16BIT)
     if img.mode in ("I", "F") and not is_16bit or img.mode.startswith("I;32"):
         raise StimulusError(_refusal(img.mode, name))
     img.load()
     if _orientation(img) != 1:
+        from PIL import ImageOps  # only for rotated images: cold start
+
         img = ImageOps.exif_transpose(img)
     if is_16bit:
         return _from_16bit(img, background)

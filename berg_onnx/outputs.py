@@ -80,7 +80,8 @@ def check_output(out: Path, suffixes: Sequence[str], inputs: Iterable[Path] = ()
     """
     if out.is_dir():
         raise InvalidParameterError(f"--out {out} is a folder; give a file name")
-    if not any(out.name.lower().endswith(s) for s in suffixes) or out.name.startswith("."):
+    name = out.name.lower()
+    if not any(name.endswith(s) and name != s for s in suffixes):
         raise InvalidParameterError(
             f"--out must end in {' or '.join(suffixes)} (a file name), got {out}"
         )
@@ -89,9 +90,13 @@ def check_output(out: Path, suffixes: Sequence[str], inputs: Iterable[Path] = ()
         raise InvalidParameterError(f"output folder does not exist: {parent}")
     targets = {os.path.realpath(out)}
     if out.suffix == ".npy":
-        targets.add(os.path.realpath(listing_path(out)))
+        listing = listing_path(out)
+        if listing.is_dir():
+            raise InvalidParameterError(f"{listing} (the row listing of --out) is a folder")
+        targets.add(os.path.realpath(listing))
+    kinds = {out.suffix.lower(), ".txt"}  # only these could be the outputs (fast on big folders)
     for item in inputs:
-        if os.path.realpath(item) in targets:
+        if Path(item).suffix.lower() in kinds and os.path.realpath(item) in targets:
             raise InvalidParameterError(
                 f"--out {out} would overwrite the input {item}; choose another name"
             )

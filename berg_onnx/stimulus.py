@@ -45,8 +45,8 @@ def _shape_hint(shape: tuple[int, ...]) -> str:
             return " One (H, W, 3) image? Use x.transpose(2, 0, 1)[None]."
         if shape[-1] == 4:
             return (
-                " One (H, W, 4) RGBA image? Composite or drop alpha, e.g. "
-                "x[..., :3].transpose(2, 0, 1)[None]."
+                " One (H, W, 4) RGBA image? Composite it onto white as files are: "
+                "berg_onnx.load_image(PIL.Image.fromarray(x))[None]."
             )
         return " A batch of grayscale (N, H, W) images? Use np.repeat(x[:, None], 3, axis=1)."
     if len(shape) == 4:
@@ -56,12 +56,11 @@ def _shape_hint(shape: tuple[int, ...]) -> str:
             return " Channels-last (N, H, W, 3)? Use x.transpose(0, 3, 1, 2)."
         if shape[-1] == 1:
             return " Grayscale channels-last? Use np.repeat(x.transpose(0, 3, 1, 2), 3, axis=1)."
-        if shape[1] == 4:
-            return " RGBA (N, 4, H, W)? Composite or drop alpha, e.g. x[:, :3]."
-        if shape[-1] == 4:
+        if shape[-1] == 4 or shape[1] == 4:
+            hwc = "im" if shape[-1] == 4 else "im.transpose(1, 2, 0)"
             return (
-                " RGBA channels-last? Composite or drop alpha, e.g. "
-                "x[..., :3].transpose(0, 3, 1, 2)."
+                " RGBA images? Composite them onto white as files are: np.stack("
+                f"[berg_onnx.load_image(PIL.Image.fromarray({hwc})) for im in x])."
             )
     return ""
 
@@ -218,22 +217,37 @@ def as_stimulus(
         return Stimulus(array=stimulus, sources=None)
     if is_pil_image(stimulus) or isinstance(stimulus, (str, os.PathLike)):
         stimulus = [stimulus]
+    if not isinstance(stimulus, (list, tuple)) and _array_like(stimulus):
+        raise StimulusError(
+            f"Got a {type(stimulus).__name__}; expected {EXPECTED}. It converts to numpy: "
+            "pass np.asarray(x) (a torch tensor: x.cpu().numpy())."
+        )
     if isinstance(stimulus, Sequence) and not isinstance(stimulus, (bytes, bytearray)):
         items = tuple(stimulus)
         if not items:
             raise StimulusError(f"Got an empty list; expected {EXPECTED}.")
         for i, item in enumerate(items):
             if not (is_pil_image(item) or isinstance(item, (str, os.PathLike))):
+                hint = (
+                    " For a list of (3, H, W) arrays of one size, pass np.stack(images)."
+                    if isinstance(item, np.ndarray)
+                    else ""
+                )
                 raise StimulusError(
                     f"Item {i} of the list is a {type(item).__name__}; expected PIL images "
-                    f"or image file paths (or pass one array: {EXPECTED})."
+                    f"or image file paths (or pass one array: {EXPECTED}).{hint}"
                 )
         stim = Stimulus(array=None, sources=items, on_error=on_error, background=background)
         for i, item in enumerate(items):  # a typo fails now, not after hours of encoding
             if not is_pil_image(item) and not os.path.isfile(item):
                 where = Path(item)
                 why = "is a broken symbolic link" if os.path.islink(where) else "not found"
-                what = "is a folder, not an image file" if where.is_dir() else why
+                what = (
+                    "is a folder, not an image file (for its images, pass "
+                    "berg_onnx.scan_images([folder]).files)"
+                    if where.is_dir()
+                    else why
+                )
                 stim._fail(i, StimulusError(f"Image file {where} {what}."))
         return stim
     raise StimulusError(f"Got a {type(stimulus).__name__}; expected {EXPECTED}.")
@@ -253,3 +267,16 @@ def load_npy_stimulus(path: str | os.PathLike[str]) -> Stimulus:
         return as_stimulus(array)
     except StimulusError as e:
         raise StimulusError(f"{path}: {e}") from None
+
+
+def _array_like(obj: Any) -> bool:
+    """Whether np.asarray(obj) would give an array (tensors, memoryviews, array wrappers)."""
+    if isinstance(obj, (str, bytes, bytearray)):
+        return False
+    if hasattr(obj, "__array__") or hasattr(obj, "__array_interface__"):
+        return True
+    try:
+        memoryview(obj)
+    except TypeError:
+        return False
+    return True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -242,3 +244,26 @@ def test_int8_tier_is_opt_in_close_and_separate(berg, photos, artifacts_dir):
     diff = np.abs(fast - exact).max()
     assert 1e-4 < diff <= 0.05  # really quantised, still close
     assert np.corrcoef(fast.ravel(), exact.ravel())[0, 1] > 0.999
+
+
+def test_import_loads_nothing_the_first_call_may_not_need(export_dir, tmp_path):
+    """Cold start (issue 11, finding 15): Pillow, tqdm, huggingface_hub and the thread pool
+    load only when used, and one image in a fresh process makes no second session."""
+    from PIL import Image
+
+    image = tmp_path / "one.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(image)
+    code = (
+        "import sys\n"
+        "import berg_onnx\n"
+        "lazy = ('PIL', 'tqdm', 'huggingface_hub', 'concurrent.futures')\n"
+        "early = [m for m in lazy if m in sys.modules]\n"
+        "assert not early, early\n"
+        f"berg = berg_onnx.BERG(berg_dir={str(export_dir)!r}, threads=2)\n"
+        "model = berg.get_encoding_model('fmri-nsd-fwrf', 1, {'roi': 'V1'}, device='cpu')\n"
+        f"assert berg.encode(model, [{str(image)!r}], show_progress=False).shape == (1, 60)\n"
+        "assert model._all_core_session is None\n"
+        "assert 'huggingface_hub' not in sys.modules and 'tqdm' not in sys.modules\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr

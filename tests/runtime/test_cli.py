@@ -329,3 +329,32 @@ def test_doctor_honours_repo_id_and_revision(tmp_path):
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert "Hub repo: me/my-export@v9" in run.stdout
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["encode", "x.png", "--subject", "abc", "--roi", "V1", "--out", "r.npy"], "--subject"),
+        (["encode"], "required"),
+        (["frobnicate"], "invalid choice"),
+        (
+            [
+                "encode",
+                "x.png",
+                "--subject",
+                "1",
+                "--roi",
+                "V1",
+                "--out",
+                "r.npy",
+                "--threads",
+                "-2",
+            ],
+            "positive",
+        ),
+    ],
+)
+def test_usage_errors_are_one_line_too(args, words):
+    run = cli(*args)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1 and words in lines[0], run.stderr

@@ -201,6 +201,7 @@ def test_a_long_lived_berg_notices_a_re_export(export_dir, golden_export, tmp_pa
         (np.full((1, 3, 8, 8), 0.5, np.float32), "(x * 255).round().astype(np.uint8)"),
         (np.full((1, 3, 8, 8), 200.0, np.float64), "x.round().astype(np.uint8)"),
         (np.full((1, 3, 8, 8), 1000, np.uint16), "// 257"),
+        (np.zeros((2, 8, 8, 4), np.uint8), "load_image(PIL.Image.fromarray(im))"),
     ],
 )
 def test_each_message_suggests_the_fix_for_its_input(berg, model, stimulus, fix):
@@ -246,3 +247,21 @@ def test_suggested_fixes_work(berg, model):
     np.testing.assert_array_equal(
         berg.encode(model, ((f / 255) * 255).round().astype(np.uint8), show_progress=False), ref
     )
+
+
+@pytest.mark.parametrize(
+    "stimulus, fix",
+    [
+        ([np.zeros((3, 8, 8), np.uint8)] * 2, "np.stack(images)"),
+        (memoryview(np.zeros((1, 3, 8, 8), np.uint8)), "np.asarray(x)"),
+    ],
+)
+def test_containers_get_a_conversion_hint(berg, model, stimulus, fix):
+    with pytest.raises(StimulusError) as info:
+        berg.encode(model, stimulus, show_progress=False)
+    assert fix in str(info.value)
+
+
+def test_a_folder_path_points_to_scan_images(berg, model, tmp_path):
+    with pytest.raises(StimulusError, match="scan_images"):
+        berg.encode(model, str(tmp_path), show_progress=False)

@@ -222,3 +222,14 @@ def test_not_found_and_not_an_image(tmp_path, berg, model):
     (tmp_path / "x.png").write_text("hello")
     with pytest.raises(StimulusError, match=r"Cannot read .*x\.png"):
         berg.encode(model, [Path(tmp_path / "x.png")], show_progress=False)
+
+
+def test_damaged_file_behind_a_lazy_pil_image(tmp_path, photo, berg, model):
+    path = tmp_path / "d.png"
+    Image.fromarray(photo.transpose(1, 2, 0)).save(path)
+    data = bytearray(path.read_bytes())
+    data[200:260] = bytes(60)  # garbage in the image data: found only when decoding
+    path.write_bytes(bytes(data))
+    img = Image.open(path)  # the header is fine
+    with pytest.raises(StimulusError, match=r"d\.png"):
+        berg.encode(model, [img], show_progress=False)
