@@ -412,7 +412,7 @@ def load_pickled_npy(path: str | Path) -> Any:
                     f"{path}: expected a pickled dict (object array of shape ()), "
                     f"got dtype {dtype} shape {shape}"
                 )
-            data = f.read(MAX_METADATA_BYTES)
+            data = f.read(size - f.tell())  # exactly the rest: read(n) reserves n bytes first
     except OSError as e:
         raise ModelLoadError(f"cannot read {path}: {e}") from None
     obj = _unpickle(data, _NUMPY_GLOBALS, str(path))

@@ -108,7 +108,7 @@ def pickle_cases() -> dict[str, bytes]:
         "deep_tuples": b"\x80\x02N" + b"\x85" * 100_000 + b".",
         "deep_lists": b"\x80\x02" + b"]" * 5_000 + b"a" * 4_999 + b".",
         "wide_stack": b"\x80\x02" + b"N" * 200_000 + b".",
-        "many_opcodes": b"\x80\x02]" + b"Na" * 60_000 + b".",
+        "many_opcodes": b"\x80\x02]" + b"Na" * 30_000 + b".",
         "inst_opcode": b"(cos\nsystem\nS'true'\ni.",
         "ext_opcode": b"\x80\x02\x82\x01.",
         "no_stop": b"\x80\x02N",
