@@ -39,14 +39,16 @@ import numpy as np
 
 from berg_onnx.errors import BERGError, ModelLoadError
 from berg_onnx.fileio import read_npy_header
+from berg_onnx.metadata import EXPECTED as METADATA_ARRAYS
+from berg_onnx.metadata import check_array, flatten
 from berg_onnx.safezip import ZipLimits, open_checked_zip
 
 from .pickle_scan import scan_pickle
 
 #: torch.save zips: data.pkl, version files and one member per storage (~60 for BERG's).
 CHECKPOINT_ZIP = ZipLimits(max_members=4096)
-MAX_PICKLE_BYTES = 64 << 20  # data.pkl of a BERG checkpoint: ~270 KB
-MAX_METADATA_BYTES = 256 << 20  # a BERG metadata .npy: ~0.8 MB
+MAX_PICKLE_BYTES = 16 << 20  # data.pkl of a BERG checkpoint: ~270 KB
+MAX_METADATA_BYTES = 32 << 20  # a BERG metadata .npy: ~0.8 MB (1.1 MB at 8,000 voxels)
 MAX_DIMS = 32
 MAX_OBJECT_ITEMS = 4096  # elements of one object array (BERG's: the one dict)
 _DTYPE_CODE = re.compile(r"^(b1|[iu][1248]|f[248]|c(8|16)|O8)$")
@@ -419,7 +421,23 @@ def load_pickled_npy(path: str | Path) -> Any:
     if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
         obj = obj.item()
     _check_metadata(obj, path)
+    _check_metadata_arrays(obj, path)
     return obj
+
+
+def _check_metadata_arrays(meta: dict, path: Path) -> None:
+    """The spec's arrays with the spec's dtypes and shapes, as the runtime's npz reader wants."""
+    flat = {k: np.asarray(v) for k, v in flatten(meta).items()}
+    missing = sorted(set(METADATA_ARRAYS) - set(flat))
+    if missing:
+        raise ModelLoadError(f"{path}: metadata lacks {', '.join(missing)}")
+    mask = flat["fmri/roi_mask_volume"]
+    nv = int(np.count_nonzero(mask)) if mask.dtype == bool else None
+    try:
+        for key, arr in flat.items():
+            check_array(key, arr.shape, arr.dtype, nv)
+    except ValueError as e:
+        raise ModelLoadError(f"{path}: {e}") from None
 
 
 @dataclass(frozen=True)

@@ -128,14 +128,23 @@ def metadata_target(data: bytes) -> None:
 
 
 def _small_metadata() -> bytes:
-    """A metadata .npy like BERG's, with small arrays (mutations stay fast)."""
+    """A metadata .npy like BERG's with 5 voxels (its mask is the spec's full volume)."""
+    mask = np.zeros((81, 104, 83), bool)
+    mask.flat[:5] = True
     meta = {
         "fmri": {
-            "ncsnr": np.arange(5, dtype=np.float32),
-            "roi_mask_volume": np.zeros((3, 4, 5), bool),
+            "ncsnr": np.ones(5, np.float32),
+            "roi_mask_volume": mask,
             "fmri_affine": np.eye(4),
         },
-        "encoding_models": {"r2": np.ones(5), "train_img_num": np.arange(7)},
+        "encoding_models": {
+            "r2": np.ones(5),
+            "noise_ceiling": np.ones(5, np.float32),
+            "explained_variance": np.ones(5),
+            "train_img_num": np.arange(7),
+            "val_img_num": np.arange(3),
+            "test_img_num": np.arange(3),
+        },
     }
     buf = io.BytesIO()
     np.save(buf, np.array(meta, dtype=object), allow_pickle=True)  # our own seed, test only
