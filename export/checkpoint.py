@@ -48,6 +48,10 @@ from .pickle_scan import scan_pickle
 #: torch.save zips: data.pkl, version files and one member per storage (~60 for BERG's).
 CHECKPOINT_ZIP = ZipLimits(max_members=4096)
 MAX_PICKLE_BYTES = 16 << 20  # data.pkl of a BERG checkpoint: ~270 KB
+#: One storage (tensor data) and all of one checkpoint's: BERG's largest tensor, the readout
+#: w of ~8,000 voxels x 768 floats, has 25 MB; best + final params of a split ~100 MB.
+MAX_STORAGE_BYTES = 128 << 20
+MAX_STORAGES_BYTES = 320 << 20
 MAX_METADATA_BYTES = 32 << 20  # a BERG metadata .npy: ~0.8 MB (1.1 MB at 8,000 voxels)
 MAX_DIMS = 32
 MAX_OBJECT_ITEMS = 4096  # elements of one object array (BERG's: the one dict)
@@ -365,6 +369,13 @@ def _load_torch_zip(path: Path) -> Any:
             info = infos.get(f"{prefix}data/{key}")
             if info is None:
                 raise ModelLoadError(f"{path}: storage {key} has no member in the archive")
+            loaded = sum(a.nbytes for a in cache.values())
+            if info.file_size > MAX_STORAGE_BYTES or loaded + info.file_size > MAX_STORAGES_BYTES:
+                raise ModelLoadError(
+                    f"{path}: storage {key} of {info.file_size} bytes would exceed the "
+                    f"{MAX_STORAGE_BYTES} per storage / {MAX_STORAGES_BYTES} per checkpoint a "
+                    "BERG model can need"
+                )
             if info.file_size != numel * dtype.itemsize:
                 raise ModelLoadError(
                     f"{path}: storage {key} holds {info.file_size} bytes but the pickle "

@@ -69,6 +69,20 @@ def test_refusals_name_the_reason(tmp_path, case, reason):
     assert pytest.raises(ModelLoadError, load_checkpoint, path).match(reason)
 
 
+def test_storages_beyond_what_a_model_needs_are_refused(tmp_path, monkeypatch):
+    from export import checkpoint
+
+    path = tmp_path / "big.pt"
+    path.write_bytes(
+        crafted.torch_zip(crafted._tensor_pickle(4, (2, 2), (2, 1)), {"0": b"\0" * 16})
+    )
+    with pytest.raises(ModelLoadError, match="not a BERG fwRF checkpoint"):  # storages read fine
+        load_checkpoint(path)
+    monkeypatch.setattr(checkpoint, "MAX_STORAGE_BYTES", 15)
+    with pytest.raises(ModelLoadError, match="storage 0 of 16 bytes would exceed"):
+        load_checkpoint(path)
+
+
 def test_golden_files_still_load(golden_dir):
     for variant in ("berg_dir", "berg_dir_numpy1"):
         ck = load_checkpoint(
