@@ -154,9 +154,7 @@ class HubStore:
         if self._manifest is None:
             name = load_catalog().manifest_name
             path = self._download(name, self.revision)
-            self._manifest = Manifest.from_json(
-                path.read_text("utf-8"), source=f"{self.describe()}/{name}"
-            )
+            self._manifest = Manifest.load(path, source=f"{self.describe()}/{name}")
             commit = path.parent.name
             self._commit = commit if _COMMIT.match(commit) else None
         return self._manifest

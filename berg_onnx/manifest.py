@@ -172,8 +172,8 @@ class Manifest:
         return cls(models=models)
 
     @classmethod
-    def load(cls, path: Path) -> Manifest:
-        """Read a manifest; a missing file gives an empty manifest."""
+    def load(cls, path: Path, source: str | None = None) -> Manifest:
+        """Read a manifest (bounded, UTF-8 checked); a missing file gives an empty manifest."""
         if not path.is_file():
             return cls()
         if path.stat().st_size > MAX_MANIFEST_BYTES:
@@ -184,4 +184,4 @@ class Manifest:
             text = path.read_text("utf-8")
         except UnicodeDecodeError as e:
             raise ModelLoadError(f"{path} is not UTF-8 text: {e}") from None
-        return cls.from_json(text, source=str(path))
+        return cls.from_json(text, source=source or str(path))

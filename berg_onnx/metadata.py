@@ -87,13 +87,18 @@ def _member_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo):
         return read_npy_header(f)
 
 
-def _check_member(name: str, shape, dtype: np.dtype, nv: int | None) -> int:
-    """The bytes the array needs, after checking its dtype and shape against EXPECTED."""
+def check_array(key: str, shape: tuple[int, ...], dtype: np.dtype, nv: int | None) -> int:
+    """The bytes array ``key`` needs, after checking its dtype and shape against EXPECTED.
+
+    Raises ValueError naming the problem. Used on npz member headers before reading
+    them, and by the export on the metadata it converts (so it never writes an npz
+    that the runtime would refuse).
+    """
+    name = key
     if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
         raise ValueError(f"{name} has dtype {dtype}; metadata arrays are plain numbers")
     if len(shape) > 8 or not all(isinstance(n, int) and n >= 0 for n in shape):
         raise ValueError(f"{name} has shape {shape}")
-    key = name[: -len(".npy")]
     if key in EXPECTED:
         kinds, want = EXPECTED[key]
         if dtype.kind not in kinds:
@@ -137,7 +142,7 @@ def load_npz(path: str | Path, nv: int | None = None) -> dict[str, Any]:
                 if not _NAME.match(info.filename):
                     raise ValueError(f"member {info.filename[:80]!r} is not a metadata array name")
                 shape, _fortran, dtype, header = _member_header(archive, info)
-                size = _check_member(info.filename, shape, dtype, nv)
+                size = check_array(info.filename[: -len(".npy")], shape, dtype, nv)
                 if info.file_size != header + size:
                     raise ValueError(
                         f"{info.filename} declares {info.file_size} bytes; its header and "

@@ -123,6 +123,7 @@ def open_checked_zip(
             raise _fail(path, "the central directory lies beyond the end of the file")
         try:
             archive = zipfile.ZipFile(f)
+            archive._filePassed = 0  # the archive owns f: close() closes it
         except (
             zipfile.BadZipFile,
             zipfile.LargeZipFile,

@@ -39,14 +39,20 @@ import numpy as np
 
 from berg_onnx.errors import BERGError, ModelLoadError
 from berg_onnx.fileio import read_npy_header
+from berg_onnx.metadata import EXPECTED as METADATA_ARRAYS
+from berg_onnx.metadata import check_array, flatten
 from berg_onnx.safezip import ZipLimits, open_checked_zip
 
 from .pickle_scan import scan_pickle
 
 #: torch.save zips: data.pkl, version files and one member per storage (~60 for BERG's).
 CHECKPOINT_ZIP = ZipLimits(max_members=4096)
-MAX_PICKLE_BYTES = 64 << 20  # data.pkl of a BERG checkpoint: ~270 KB
-MAX_METADATA_BYTES = 256 << 20  # a BERG metadata .npy: ~0.8 MB
+MAX_PICKLE_BYTES = 16 << 20  # data.pkl of a BERG checkpoint: ~270 KB
+#: One storage (tensor data) and all of one checkpoint's: BERG's largest tensor, the readout
+#: w of ~8,000 voxels x 768 floats, has 25 MB; best + final params of a split ~100 MB.
+MAX_STORAGE_BYTES = 128 << 20
+MAX_STORAGES_BYTES = 320 << 20
+MAX_METADATA_BYTES = 32 << 20  # a BERG metadata .npy: ~0.8 MB (1.1 MB at 8,000 voxels)
 MAX_DIMS = 32
 MAX_OBJECT_ITEMS = 4096  # elements of one object array (BERG's: the one dict)
 _DTYPE_CODE = re.compile(r"^(b1|[iu][1248]|f[248]|c(8|16)|O8)$")
@@ -363,6 +369,13 @@ def _load_torch_zip(path: Path) -> Any:
             info = infos.get(f"{prefix}data/{key}")
             if info is None:
                 raise ModelLoadError(f"{path}: storage {key} has no member in the archive")
+            loaded = sum(a.nbytes for a in cache.values())
+            if info.file_size > MAX_STORAGE_BYTES or loaded + info.file_size > MAX_STORAGES_BYTES:
+                raise ModelLoadError(
+                    f"{path}: storage {key} of {info.file_size} bytes would exceed the "
+                    f"{MAX_STORAGE_BYTES} per storage / {MAX_STORAGES_BYTES} per checkpoint a "
+                    "BERG model can need"
+                )
             if info.file_size != numel * dtype.itemsize:
                 raise ModelLoadError(
                     f"{path}: storage {key} holds {info.file_size} bytes but the pickle "
@@ -412,14 +425,30 @@ def load_pickled_npy(path: str | Path) -> Any:
                     f"{path}: expected a pickled dict (object array of shape ()), "
                     f"got dtype {dtype} shape {shape}"
                 )
-            data = f.read(MAX_METADATA_BYTES)
+            data = f.read(size - f.tell())  # exactly the rest: read(n) reserves n bytes first
     except OSError as e:
         raise ModelLoadError(f"cannot read {path}: {e}") from None
     obj = _unpickle(data, _NUMPY_GLOBALS, str(path))
     if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
         obj = obj.item()
     _check_metadata(obj, path)
+    _check_metadata_arrays(obj, path)
     return obj
+
+
+def _check_metadata_arrays(meta: dict, path: Path) -> None:
+    """The spec's arrays with the spec's dtypes and shapes, as the runtime's npz reader wants."""
+    flat = {k: np.asarray(v) for k, v in flatten(meta).items()}
+    missing = sorted(set(METADATA_ARRAYS) - set(flat))
+    if missing:
+        raise ModelLoadError(f"{path}: metadata lacks {', '.join(missing)}")
+    mask = flat["fmri/roi_mask_volume"]
+    nv = int(np.count_nonzero(mask)) if mask.dtype == bool else None
+    try:
+        for key, arr in flat.items():
+            check_array(key, arr.shape, arr.dtype, nv)
+    except ValueError as e:
+        raise ModelLoadError(f"{path}: {e}") from None
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from berg_onnx.errors import ModelLoadError
 
 MAX_DEPTH = 64  # BERG's files nest 8 deep
 MAX_STACK = 10_000
-MAX_OPS = 50_000  # a BERG checkpoint has ~2,500 opcodes, a metadata file ~400
+MAX_OPS = 25_000  # BERG checkpoints have ~2,500 opcodes (10x headroom), metadata ~400
 MAX_MARKS = 64
 MAX_GLOBAL_LINE = 128
 

@@ -10,7 +10,7 @@ within 5 s and a peak RSS under 500 MB.
 
 from __future__ import annotations
 
-import resource
+import json
 import subprocess
 import sys
 import time
@@ -69,6 +69,20 @@ def test_refusals_name_the_reason(tmp_path, case, reason):
     assert pytest.raises(ModelLoadError, load_checkpoint, path).match(reason)
 
 
+def test_storages_beyond_what_a_model_needs_are_refused(tmp_path, monkeypatch):
+    from export import checkpoint
+
+    path = tmp_path / "big.pt"
+    path.write_bytes(
+        crafted.torch_zip(crafted._tensor_pickle(4, (2, 2), (2, 1)), {"0": b"\0" * 16})
+    )
+    with pytest.raises(ModelLoadError, match="not a BERG fwRF checkpoint"):  # storages read fine
+        load_checkpoint(path)
+    monkeypatch.setattr(checkpoint, "MAX_STORAGE_BYTES", 15)
+    with pytest.raises(ModelLoadError, match="storage 0 of 16 bytes would exceed"):
+        load_checkpoint(path)
+
+
 def test_golden_files_still_load(golden_dir):
     for variant in ("berg_dir", "berg_dir_numpy1"):
         ck = load_checkpoint(
@@ -88,22 +102,39 @@ def _berg_dir(root: Path, checkpoint: bytes, metadata: bytes | None = None) -> P
     return root
 
 
-def _convert(berg_dir: Path, out: Path) -> tuple[subprocess.CompletedProcess, float, float]:
-    """Run the real convert CLI; (result, wall seconds, the child's peak RSS in MB)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+#: Runs one command and prints its peak RSS (KB): RUSAGE_CHILDREN of a fresh process is
+#: exactly that child's, whatever this pytest process ran before.
+_MEASURE = """
+import json, resource, subprocess, sys
+run = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"rc": run.returncode, "stderr": run.stderr, "peak_kb": peak}))
+"""
+
+
+def _convert(berg_dir: Path, out: Path) -> tuple[dict, float]:
+    """Run the real convert CLI; ({rc, stderr, peak_kb}, wall seconds)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "export",
+        "convert",
+        "--berg-dir",
+        str(berg_dir),
+        "--out",
+        str(out),
+    ]
     start = time.perf_counter()
     run = subprocess.run(
-        [sys.executable, "-m", "export", "convert", "--berg-dir", str(berg_dir), "--out", str(out)],
+        [sys.executable, "-c", _MEASURE, *cmd],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,
     )
     wall = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # RUSAGE_CHILDREN is the largest child so far: a bigger earlier child would hide this one
-    assert peak >= before
-    return run, wall, peak / 1024
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout), wall
 
 
 @pytest.mark.parametrize(
@@ -131,10 +162,11 @@ def test_convert_process_refuses_with_one_line_fast_and_small(
         else (good / "metadata/metadata_sub-01_roi-V1.npy").read_bytes()
     )
     berg_dir = _berg_dir(tmp_path / "berg", ck, meta)
-    run, wall, peak_mb = _convert(berg_dir, tmp_path / "out")
-    lines = run.stderr.strip().splitlines()
-    assert run.returncode == 2, run.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr
+    run, wall = _convert(berg_dir, tmp_path / "out")
+    lines = run["stderr"].strip().splitlines()
+    peak_mb = run["peak_kb"] / 1024
+    assert run["rc"] == 2, run["stderr"]
+    assert len(lines) == 1 and lines[0].startswith("error: "), run["stderr"]
     assert ("weights_sub-01" if checkpoint else "metadata_sub-01") in lines[0]
     assert wall < 5, f"convert took {wall:.1f} s to refuse"
     assert peak_mb < 500, f"convert peaked at {peak_mb:.0f} MB"

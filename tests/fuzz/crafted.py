@@ -108,7 +108,7 @@ def pickle_cases() -> dict[str, bytes]:
         "deep_tuples": b"\x80\x02N" + b"\x85" * 100_000 + b".",
         "deep_lists": b"\x80\x02" + b"]" * 5_000 + b"a" * 4_999 + b".",
         "wide_stack": b"\x80\x02" + b"N" * 200_000 + b".",
-        "many_opcodes": b"\x80\x02]" + b"Na" * 60_000 + b".",
+        "many_opcodes": b"\x80\x02]" + b"Na" * 30_000 + b".",
         "inst_opcode": b"(cos\nsystem\nS'true'\ni.",
         "ext_opcode": b"\x80\x02\x82\x01.",
         "no_stop": b"\x80\x02N",
@@ -159,6 +159,8 @@ def metadata_cases() -> dict[str, bytes]:
         header, {"descr": "<f8", "fortran_order": False, "shape": (10**9,)}
     )
     cases["not_object_header"] = header.getvalue()
+    cases["voxels_disagree"] = _metadata_npy(ncsnr=np.ones(4, np.float32))
+    cases["mask_not_the_volume"] = _metadata_npy(roi_mask_volume=np.ones((2, 2, 2), bool))
     cases["bad_magic"] = b"\x93NUMPX\x01\x00" + b"\x00" * 100
     cases["huge_header_len"] = b"\x93NUMPY\x02\x00" + struct.pack("<I", 0xFFFFFFF0) + b"{"
     cases["object_array_many_items"] = npy_pickle(
@@ -168,6 +170,24 @@ def metadata_cases() -> dict[str, bytes]:
         b"J\xff\xff\xff\xffK?tb\x89]tb."
     )
     return cases
+
+
+def _metadata_npy(**fmri: np.ndarray) -> bytes:
+    """BERG's metadata dict as np.save writes it (5 voxels), with ``fmri`` entries replaced."""
+    mask = np.zeros((81, 104, 83), bool)
+    mask.flat[:5] = True
+    group = {"ncsnr": np.ones(5, np.float32), "roi_mask_volume": mask, "fmri_affine": np.eye(4)}
+    other = ("r2", "noise_ceiling", "explained_variance")
+    meta = {
+        "fmri": {**group, **fmri},
+        "encoding_models": {
+            **{k: np.ones(5) for k in other},
+            **{k: np.arange(3) for k in ("train_img_num", "val_img_num", "test_img_num")},
+        },
+    }
+    buf = io.BytesIO()
+    np.save(buf, np.array(meta, dtype=object), allow_pickle=True)  # written here, never loaded so
+    return buf.getvalue()
 
 
 def _zip_members(members: list[tuple[str, bytes]]) -> bytes:
