@@ -16,6 +16,7 @@ from .constants import (
     check_positive_int,
     env_positive_int,
 )
+from .cpu import warn_if_int8_unverified
 from .errors import InvalidParameterError, ModelNotFoundError
 from .manifest import model_key
 from .metadata import load_npz
@@ -123,6 +124,7 @@ class BERG:
         if key not in self._models:
             entry = self.store.manifest().get(spec.model_id, subject, roi)
             path = self.store.fetch(entry.onnx_file(precision))
+            warn_if_int8_unverified(entry, precision)  # once per process, see cpu.py
             # single-threaded: on CPU, encode() runs one such call per core at a time
             session, provider = create_session(path, device, threads=1)
             auto = CUDA_BATCH_SIZE if provider == CUDA else CPU_BATCH_SIZE
