@@ -76,9 +76,14 @@ def machine_info(threads: int) -> dict:
                 break
     except OSError:
         pass
+    from berg_onnx.cpu import current
+
+    cpu_class, cpu_flags = current()
     info = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpu": cpu,
+        "cpu_class": cpu_class,
+        "cpu_flags": list(cpu_flags),
         "cores_usable": threads,
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -95,6 +100,11 @@ def machine_info(threads: int) -> dict:
 
 
 def prepare(workdir: Path) -> tuple[Path, Path]:
+    """Synthesize the benchmark's models (once) and export them in fp32 (skipped when up to date).
+
+    The int8 tier is made separately, per ROI, by ``int8_tier``: a tier failing
+    its check must not stop the run.
+    """
     from berg_onnx.catalog import load_catalog
     from export import layout
     from export.convert import convert
@@ -111,8 +121,54 @@ def prepare(workdir: Path) -> tuple[Path, Path]:
         print(f"synthesizing {', '.join(missing)} (realistic voxel counts) ...", flush=True)
         synthesize(berg_dir, spec, [1], missing, None, 0, progress=False)
     print("exporting (skipped when up to date) ...", flush=True)
-    convert(berg_dir, export_dir, spec, [1], list(ROIS), progress=False, int8=True)
+    convert(berg_dir, export_dir, spec, [1], list(ROIS), progress=False)
     return berg_dir, export_dir
+
+
+def int8_tier(berg_dir: Path, export_dir: Path, roi: str, tolerance: float | None = None) -> dict:
+    """Make (or reuse) ROI's int8 tier; its status and figures. Never raises on a failed check.
+
+    {"status": "ok", "max_abs_diff", "tolerance", ...} or {"status": "failed",
+    "max_abs_diff" (None when no figure exists, e.g. the kernel bound failed),
+    "tolerance", "error"}; the fp32 model stays usable either way.
+    """
+    from berg_onnx.catalog import load_catalog
+    from berg_onnx.manifest import Manifest
+    from export.convert import add_int8
+    from export.onnx_export import INT8_SCHEME, INT8_TOLERANCE, ExportError, VerificationError
+
+    catalog = load_catalog()
+    tol = INT8_TOLERANCE if tolerance is None else float(tolerance)
+    entry = Manifest.load(export_dir / catalog.manifest_name).get(MODEL, 1, roi)
+    current = (
+        entry.onnx_int8 is not None
+        and entry.int8_scheme == INT8_SCHEME.as_dict()
+        and entry.int8_tolerance == tol
+        and entry.onnx_int8.problem(export_dir / entry.onnx_int8.name) is None
+    )
+    if not current:
+        print(f"int8 tier {roi}: quantising and verifying (tolerance {tol:g}) ...", flush=True)
+        try:
+            entry = add_int8(berg_dir, export_dir, catalog.model(MODEL), 1, roi, tol)
+        except VerificationError as e:
+            print(f"int8 tier {roi}: FAILED its check: {e}", flush=True)
+            return {
+                "status": "failed",
+                "max_abs_diff": e.max_abs_diff,
+                "tolerance": e.tolerance,
+                "error": str(e),
+            }
+        except ExportError as e:
+            print(f"int8 tier {roi}: FAILED: {e}", flush=True)
+            return {"status": "failed", "max_abs_diff": None, "tolerance": tol, "error": str(e)}
+    return {
+        "status": "ok",
+        "max_abs_diff": entry.int8_max_abs_diff,
+        "tolerance": tol,
+        "pair_bound": entry.int8_pair_bound,
+        "verified_on": entry.int8_verified_on,
+        "verified_classes": list(entry.int8_verified_classes),
+    }
 
 
 def rate(fn, n_images: int, min_time: float) -> float:
@@ -128,7 +184,12 @@ def rate(fn, n_images: int, min_time: float) -> float:
 
 
 def throughput(
-    berg_dir: Path, export_dir: Path, threads: int, quick: bool, sgemm_samples: list[dict]
+    berg_dir: Path,
+    export_dir: Path,
+    threads: int,
+    quick: bool,
+    sgemm_samples: list[dict],
+    tiers: dict[str, dict],
 ) -> dict:
     """Images/s per ROI; appends an sgemm measurement after each ROI to ``sgemm_samples``."""
     import torch
@@ -165,14 +226,12 @@ def throughput(
             berg.encode(model, one, batch_size=1, show_progress=False)
             lat.append(time.perf_counter() - t)
 
-        fast = berg.get_encoding_model(MODEL, 1, {"roi": roi}, device="cpu", precision="int8")
-        int8_rate = rate(lambda m=fast: berg.encode(m, images, show_progress=False), n, min_time)
-        int8_diff = float(
-            np.abs(
-                berg.encode(fast, images, show_progress=False)
-                - berg.encode(model, images, show_progress=False)
-            ).max()
-        )
+        int8 = dict(tiers[roi])
+        if int8["status"] == "ok":
+            try:
+                int8.update(int8_figures(berg, model, images, n, min_time))
+            except Exception as e:  # a tier that fails at run time is reported, not fatal
+                int8.update(status="failed", error=f"{type(e).__name__}: {e}")
 
         cks = [load_checkpoint(p) for p in layout.checkpoint_paths(berg_dir, 1, roi, splits)]
         ref = build_model([(c.encoder, c.readout) for c in cks])
@@ -207,12 +266,26 @@ def throughput(
             "torch_same_batch_images_per_s": t_same,
             f"torch_batch{TORCH_BATCH}_images_per_s": t_big,
             "torch_original_loop_images_per_s": t_orig,
-            "berg_int8_e2e_images_per_s": int8_rate,
-            "int8_max_abs_diff_vs_fp32": int8_diff,
+            "int8": int8,
         }
         del ref, cks
         sgemm_samples.append(sgemm_peak())
     return results
+
+
+def int8_figures(berg, model, images: np.ndarray, n: int, min_time: float) -> dict:
+    """End-to-end images/s of the int8 tier, and its difference from fp32 on these images."""
+    fast = berg.get_encoding_model(MODEL, 1, {"roi": model.roi}, device="cpu", precision="int8")
+    e2e = rate(lambda m=fast: berg.encode(m, images, show_progress=False), n, min_time)
+    y8 = berg.encode(fast, images, show_progress=False)
+    y32 = berg.encode(model, images, show_progress=False)
+    corr = [float(np.corrcoef(y32[:, j], y8[:, j])[0, 1]) for j in range(y32.shape[1])]
+    return {
+        "e2e_images_per_s": e2e,
+        "max_abs_diff_vs_fp32": float(np.abs(y8 - y32).max()),
+        "min_voxel_corr_vs_fp32": min(corr),
+        "median_voxel_corr_vs_fp32": float(np.median(corr)),
+    }
 
 
 def best_torch(t: dict) -> float:
@@ -288,6 +361,34 @@ def runtime_venv_size(workdir: Path) -> dict:
     return {"runtime_venv_mb": size / 1024, "torch_importable": has_torch}
 
 
+def int8_table(r: dict) -> list[str]:
+    """The int8 tier's rows; a tier that failed shows its figure against its tolerance."""
+    lines = [
+        "opt-in int8 tier (readout GEMMs in int8; --int8 at export, precision='int8'), "
+        f"CPU kernel class {r['machine'].get('cpu_class', '?')}:",
+        "| ROI | int8 e2e img/s | vs fp32 e2e | max abs vs reference (export check) "
+        "| max abs vs fp32 | voxel corr vs fp32 (min / median) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for roi, t in r["throughput"].items():
+        q = t["int8"]
+        if q["status"] != "ok" or "e2e_images_per_s" not in q:
+            figure = "no figure" if q.get("max_abs_diff") is None else f"{q['max_abs_diff']:.3g}"
+            lines.append(
+                f"| {roi} | FAILED: {figure} > tolerance {q['tolerance']:g} "
+                f"({q.get('error', '')[:120]}) | - | - | - | - |"
+            )
+            continue
+        lines.append(
+            f"| {roi} | {q['e2e_images_per_s']:.1f} | "
+            f"{q['e2e_images_per_s'] / t['berg_e2e_images_per_s']:.2f}x | "
+            f"{q['max_abs_diff']:.4f} (<= {q['tolerance']:g}) | "
+            f"{q['max_abs_diff_vs_fp32']:.4f} | "
+            f"{q['min_voxel_corr_vs_fp32']:.5f} / {q['median_voxel_corr_vs_fp32']:.5f} |"
+        )
+    return lines
+
+
 def report(r: dict) -> str:
     peak = r["sgemm"]["gflops"]
     m = r["machine"]
@@ -317,18 +418,7 @@ def report(r: dict) -> str:
             f"{t['berg_e2e_images_per_s'] / best_torch(t):.1f}x | "
             f"{ORIGINAL[roi][0]} |"
         )
-    lines += [
-        "",
-        "opt-in int8 tier (readout GEMMs in int8; --int8 at export, precision='int8'):",
-        "| ROI | int8 e2e img/s | vs fp32 e2e | max abs diff vs fp32 |",
-        "|---|---|---|---|",
-    ]
-    for roi, t in r["throughput"].items():
-        lines.append(
-            f"| {roi} | {t['berg_int8_e2e_images_per_s']:.1f} | "
-            f"{t['berg_int8_e2e_images_per_s'] / t['berg_e2e_images_per_s']:.2f}x | "
-            f"{t['int8_max_abs_diff_vs_fp32']:.3f} |"
-        )
+    lines += ["", *int8_table(r)]
     if "memory" in r:
         lines += [
             "",
@@ -375,6 +465,12 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=None, help="JSON results (default: workdir/results.json)"
     )
     parser.add_argument("--skip", nargs="*", default=[], choices=["memory", "cold", "install"])
+    parser.add_argument(
+        "--int8-tolerance",
+        type=float,
+        default=None,
+        help="max abs the int8 tier must meet (default: the export's INT8_TOLERANCE)",
+    )
     args = parser.parse_args(argv)
 
     from berg_onnx.constants import available_cores
@@ -382,9 +478,10 @@ def main(argv: list[str] | None = None) -> int:
     threads = available_cores()
     args.workdir.mkdir(parents=True, exist_ok=True)
     berg_dir, export_dir = prepare(args.workdir)
+    tiers = {roi: int8_tier(berg_dir, export_dir, roi, args.int8_tolerance) for roi in ROIS}
     samples = [sgemm_peak()]
-    results = {"machine": machine_info(threads), "quick": args.quick}
-    results["throughput"] = throughput(berg_dir, export_dir, threads, args.quick, samples)
+    results = {"machine": machine_info(threads), "quick": args.quick, "int8_tiers": tiers}
+    results["throughput"] = throughput(berg_dir, export_dir, threads, args.quick, samples, tiers)
     # The peak is measured before the throughput runs and after each ROI, and
     # the highest is the yardstick: a neighbour slowing the machine during one
     # measurement must not make the roofline look easier to reach.

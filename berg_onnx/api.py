@@ -17,6 +17,7 @@ from .constants import (
     check_positive_int,
     env_positive_int,
 )
+from .cpu import warn_if_int8_unverified
 from .errors import InvalidParameterError, ModelNotFoundError
 from .manifest import ModelEntry, model_key
 from .metadata import load_npz
@@ -135,6 +136,7 @@ class BERG:
 
     def _load(self, entry: ModelEntry, device: str, precision: str) -> EncodingModel:
         path = self.store.fetch(entry.onnx_file(precision))
+        warn_if_int8_unverified(entry, precision)  # once per process, see cpu.py
         # single-threaded: on CPU, encode() runs one such call per core at a time
         start = time.perf_counter()
         session, provider = create_session(path, device, threads=1)

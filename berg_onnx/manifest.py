@@ -77,6 +77,16 @@ class ModelEntry:
     #: opt-in reduced-precision tier (readout GEMMs in int8), if exported
     onnx_int8: FileEntry | None = None
     int8_max_abs_diff: float | None = None
+    #: Where the int8 figures hold (optional; absent in exports made before them):
+    #: how it was quantised, the tolerance its max abs difference passed, the worst
+    #: |u8 x s8 pair sum| its weights allow in AVX2's int16 stage (<= 32767: no
+    #: kernel saturates), the CPU it was measured on ({"cpu", "class", "flags"}), and
+    #: the berg_onnx.cpu kernel classes its integer results are proven identical on.
+    int8_scheme: dict[str, Any] | None = None
+    int8_tolerance: float | None = None
+    int8_pair_bound: int | None = None
+    int8_verified_on: dict[str, Any] | None = None
+    int8_verified_classes: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -121,6 +131,11 @@ class ModelEntry:
             verification=dict(d.get("verification", {})),
             onnx_int8=FileEntry(**d["onnx_int8"]) if d.get("onnx_int8") else None,
             int8_max_abs_diff=d.get("int8_max_abs_diff"),
+            int8_scheme=d.get("int8_scheme"),
+            int8_tolerance=d.get("int8_tolerance"),
+            int8_pair_bound=d.get("int8_pair_bound"),
+            int8_verified_on=d.get("int8_verified_on"),
+            int8_verified_classes=tuple(d.get("int8_verified_classes") or ()),
         )
 
 

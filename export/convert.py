@@ -9,17 +9,20 @@ was working on.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime
 import torch
 
 import berg_onnx
+import berg_onnx.cpu
 from berg_onnx.catalog import ModelSpec
 from berg_onnx.errors import InvalidParameterError, ModelLoadError, ModelNotFoundError
 from berg_onnx.fileio import atomic_path, sha256_file
@@ -30,6 +33,7 @@ from . import layout
 from .checkpoint import load_checkpoint, load_pickled_npy
 from .onnx_export import (
     EXPORTER,
+    INT8_SCHEME,
     INT8_TOLERANCE,
     OPSET,
     export_onnx,
@@ -105,11 +109,97 @@ def _up_to_date(
 ) -> bool:
     if entry is None or (int8 and entry.onnx_int8 is None):
         return False
+    if int8 and entry.int8_scheme != INT8_SCHEME.as_dict():
+        return False  # an int8 file made with another (e.g. a saturating) scheme
     if [
         s.source_sha256 for s in entry.splits
     ] != src_sha or entry.metadata_source_sha256 != meta_sha:
         return False
     return all(f.problem(out_dir / f.name) is None for f in entry.files)
+
+
+def export_int8(
+    out_dir: Path,
+    onnx_name: str,
+    int8_name: str,
+    reference: torch.nn.Module,
+    photos: np.ndarray,
+    tolerance: float = INT8_TOLERANCE,
+) -> dict[str, Any]:
+    """Quantise ``onnx_name`` into ``int8_name``, check and verify it; its ModelEntry fields.
+
+    Raises (ExportError, or VerificationError with the figure) before the file
+    is renamed into place when the kernel bound or the tolerance fails.
+    """
+    with atomic_path(out_dir / int8_name) as tmp:
+        bound = quantize_readout(out_dir / onnx_name, tmp)
+        diff = verify(tmp, reference, photos, tolerance=tolerance).max_abs_diff
+    measured, flags = berg_onnx.cpu.current()
+    return {
+        "onnx_int8": FileEntry.of(out_dir, int8_name),
+        "int8_max_abs_diff": diff,
+        "int8_scheme": INT8_SCHEME.as_dict(),
+        "int8_tolerance": tolerance,
+        "int8_pair_bound": bound,
+        "int8_verified_on": {
+            "cpu": berg_onnx.cpu.model_name(),
+            "class": measured,
+            "flags": list(flags),
+        },
+        "int8_verified_classes": berg_onnx.cpu.int8_covered_classes(measured, bound),
+    }
+
+
+#: A ModelEntry's int8 fields, emptied.
+_NO_INT8: dict[str, Any] = {
+    "onnx_int8": None,
+    "int8_max_abs_diff": None,
+    "int8_scheme": None,
+    "int8_tolerance": None,
+    "int8_pair_bound": None,
+    "int8_verified_on": None,
+    "int8_verified_classes": (),
+}
+
+
+def add_int8(
+    berg_dir: Path,
+    out_dir: Path,
+    spec: ModelSpec,
+    subject: int,
+    roi: str,
+    tolerance: float = INT8_TOLERANCE,
+) -> ModelEntry:
+    """(Re)make the int8 tier of a model already exported to ``out_dir``.
+
+    On failure the model's fp32 entry and files stay as they were (the int8
+    file is only renamed into place once verified), so a caller such as the
+    benchmark can report the failure and go on.
+    """
+    berg_dir, out_dir = Path(berg_dir), Path(out_dir)
+    catalog = berg_onnx.catalog.load_catalog()
+    manifest_path = out_dir / catalog.manifest_name
+    manifest = Manifest.load(manifest_path)
+    entry = manifest.get(spec.model_id, subject, roi)
+    if entry.onnx_int8 is not None:  # a failure below must leave no stale int8 tier
+        entry = dataclasses.replace(entry, **_NO_INT8)
+        manifest.add(entry)
+        manifest.write(manifest_path)
+    paths = layout.checkpoint_paths(berg_dir, subject, roi, spec.roi(roi).splits)
+    if [sha256_file(p) for p in paths] != [s.source_sha256 for s in entry.splits]:
+        raise ModelLoadError(
+            f"{berg_dir} no longer holds the checkpoints {entry.key} was exported from; "
+            "re-run `python -m export convert` first"
+        )
+    checkpoints = [load_checkpoint(p) for p in paths]
+    reference = build_model([(ck.encoder, ck.readout) for ck in checkpoints])
+    int8_name = catalog.file_name("onnx_int8", spec.model_id, subject, roi)
+    fields = export_int8(
+        out_dir, entry.onnx.name, int8_name, reference, photographs(256, 8), tolerance
+    )
+    manifest.add(dataclasses.replace(entry, **fields))
+    manifest.write(manifest_path)
+    return manifest.models[entry.key]
 
 
 def convert_one(
@@ -148,13 +238,10 @@ def convert_one(
     with atomic_path(out_dir / onnx_name) as tmp:
         export_onnx(deploy, tmp)
         result = verify(tmp, reference, photos)  # raises before the rename on mismatch
-    int8_entry, int8_diff = None, None
+    int8_fields: dict[str, Any] = {}
     if int8:
         int8_name = catalog.file_name("onnx_int8", spec.model_id, job.subject, job.roi)
-        with atomic_path(out_dir / int8_name) as tmp:
-            quantize_readout(out_dir / onnx_name, tmp)
-            int8_diff = verify(tmp, reference, photos, tolerance=INT8_TOLERANCE).max_abs_diff
-        int8_entry = FileEntry.of(out_dir, int8_name)
+        int8_fields = export_int8(out_dir, onnx_name, int8_name, reference, photos)
     flat = flatten(meta)
     with atomic_path(out_dir / npz_name) as tmp:
         with open(tmp, "wb") as f:
@@ -192,8 +279,7 @@ def convert_one(
             "batch_sizes": list(result.batch_sizes),
             "tolerance": 1e-4,
         },
-        onnx_int8=int8_entry,
-        int8_max_abs_diff=int8_diff,
+        **int8_fields,
     )
 
 
