@@ -152,7 +152,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             show_progress=not args.quiet,
         )
     except KeyboardInterrupt:
-        print(f"berg-onnx: completed chunks are kept in {args.out}; run again to resume")
+        print(
+            f"berg-onnx: completed chunks are kept in {args.out}; run again to resume",
+            file=sys.stderr,
+        )
         raise
     state = "complete" if report.complete else "incomplete"
     print(

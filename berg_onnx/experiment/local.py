@@ -32,7 +32,7 @@ import numpy as np
 from berg_onnx.model import EncodingModel
 from berg_onnx.session import CUDA
 
-from .job import ExperimentJob, ModelPlan, load_model
+from .job import ExperimentJob, ModelPlan, encode_rows, load_model
 from .store import ExperimentStore
 
 #: Images preprocessed and held (as uint8, ~155 kB each) per block.
@@ -125,17 +125,6 @@ def _plan_blocks(store: ExperimentStore, todo: dict[ModelPlan, set[int]], block_
     return blocks
 
 
-def _as_input(rows: np.ndarray):
-    """A ChunkSource over uint8 rows: float32 in [0, 1], the same values encode() makes."""
-
-    def source(start: int, stop: int) -> np.ndarray:
-        x = rows[start:stop].astype(np.float32)
-        x /= np.float32(255)
-        return x
-
-    return source
-
-
 def _compute(
     model: EncodingModel,
     store: ExperimentStore,
@@ -144,11 +133,10 @@ def _compute(
     bar: Any,
 ) -> dict[int, np.ndarray]:
     """Responses of ``chunks`` (whose preprocessed rows are ``rows``), per chunk."""
-    step = model.batch_size
     sizes = [_rows(store, c) for c in chunks]
     out: dict[int, np.ndarray] = {}
-    if all(size % step == 0 for size in sizes[:-1]):  # batches end on chunk boundaries
-        result = model._run(_as_input(rows), len(rows), step, bar)
+    if all(size % model.batch_size == 0 for size in sizes[:-1]):  # batches end on chunk ends
+        result = encode_rows(model, rows, bar)
         at = 0
         for c, size in zip(chunks, sizes, strict=True):
             out[c] = result[at : at + size]
@@ -156,7 +144,7 @@ def _compute(
     else:
         at = 0
         for c, size in zip(chunks, sizes, strict=True):
-            out[c] = model._run(_as_input(rows[at : at + size]), size, step, bar)
+            out[c] = encode_rows(model, rows[at : at + size], bar)
             at += size
     return out
 
