@@ -488,3 +488,11 @@ def test_store_layer_concurrent_writers_and_cut_short_records(berg, artifacts_di
     assert store.missing_chunks(1, "V1") == [3]
     with pytest.raises(Exception, match="must be float32"):
         store.write_chunk(1, "V1", 3, np.zeros((1, 60), np.float32))
+
+
+def test_xarray_reads_the_store_with_named_dimensions(grid):
+    xr = pytest.importorskip("xarray")
+    path, _ = grid
+    ds = xr.open_zarr(path, group="sub-01", consolidated=False)
+    assert ds["lateral"].dims == ("image", "voxel_lateral") and ds.sizes["image"] == 12
+    assert np.array_equal(ds["V1"].values, zarr.open_group(path, mode="r")["sub-01/V1"][:])
