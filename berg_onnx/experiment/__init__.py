@@ -80,7 +80,7 @@ def run_experiment(
     device: str = "auto",
     precision: str = "fp32",
     show_progress: bool = True,
-    block_size: int = DEFAULT_BLOCK_IMAGES,
+    block_size: int | None = None,
 ) -> RunReport:
     """Run (or resume) the grid subjects x rois over ``stimulus`` into the store at ``store``.
 

@@ -496,3 +496,21 @@ def test_xarray_reads_the_store_with_named_dimensions(grid):
     ds = xr.open_zarr(path, group="sub-01", consolidated=False)
     assert ds["lateral"].dims == ("image", "voxel_lateral") and ds.sizes["image"] == 12
     assert np.array_equal(ds["V1"].values, zarr.open_group(path, mode="r")["sub-01/V1"][:])
+
+
+def test_metadata_torn_by_a_kill_is_rewritten(berg, artifacts_dir, tmp_path):
+    """A kill while a store is being created tears at most the file being written."""
+    images = photos(artifacts_dir)[:3]
+    path = tmp_path / "t.zarr"
+    path.mkdir()
+    (path / "zarr.json").write_text('{"zarr_format": 3, "node_ty')  # the very first write
+    report = berg.run(images, subjects=1, rois=["V1"], store=path, show_progress=False)
+    assert report.complete
+    expected = zarr.open_group(path, mode="r")["sub-01/V1"][:]
+    for torn in ("_done/sub-01/V1/zarr.json", "_done/stimuli/zarr.json"):
+        record = path / torn
+        record.write_bytes(record.read_bytes()[:40])  # its record's metadata, half written
+        report = berg.run(images, subjects=1, rois=["V1"], store=path, show_progress=False)
+        assert report.complete and report.chunks_written == (1 if "V1" in torn else 0)
+        assert np.array_equal(zarr.open_group(path, mode="r")["sub-01/V1"][:], expected)
+        assert list(zarr.open_group(path, mode="r")["stimuli"][:]) == ["0", "1", "2"]
