@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from berg_onnx.constants import check_positive_int
+from berg_onnx.constants import INPUT_SIZE, check_positive_int
 from berg_onnx.model import EncodingModel
 from berg_onnx.session import CUDA
 
@@ -89,7 +89,7 @@ class _Cache:
             self.offset[c] = n
             spans.append((start, stop, n))
             n += stop - start
-        self.rows = np.empty((n, 3, 227, 227), dtype=np.uint8)
+        self.rows = np.empty((n, 3, INPUT_SIZE, INPUT_SIZE), dtype=np.uint8)
         tasks = []
         for start, stop, at in spans:
             for lo in range(start, stop, _PREPROCESS_STEP):
