@@ -24,6 +24,7 @@ Stores are local folders or any URL zarr/fsspec understands (``s3://...``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -138,6 +139,10 @@ class ExperimentStore:
                 "choose another output path"
             )
         if root is not None and overwrite:
+            # Completion records go first: a kill while deleting must never leave a
+            # record claiming a chunk whose data is already gone.
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                del root[DONE]
             root = None
         if root is None:
             chunk_size = job.chunk_size or DEFAULT_CHUNK_SIZE
