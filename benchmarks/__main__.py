@@ -464,7 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=None, help="JSON results (default: workdir/results.json)"
     )
-    parser.add_argument("--skip", nargs="*", default=[], choices=["memory", "cold", "install"])
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=["memory", "cold", "install", "grid"]
+    )
     parser.add_argument(
         "--int8-tolerance",
         type=float,
@@ -493,7 +495,15 @@ def main(argv: list[str] | None = None) -> int:
         results["cold_start"] = cold_start(berg_dir, export_dir, 2 if args.quick else 3)
     if "install" not in args.skip:
         results["install"] = runtime_venv_size(args.workdir)
+    if "grid" not in args.skip:  # experiment grid vs per-model encode (benchmarks/grid.py)
+        from .grid import grid_benchmark
+
+        results["grid"] = grid_benchmark(export_dir, list(ROIS), 24 if args.quick else 120)
     text = report(results)
+    if "grid" in results:
+        from .grid import report as grid_report
+
+        text += "\n\n" + grid_report(results["grid"])
     print("\n" + text)
     out = args.out or args.workdir / "results.json"
     out.write_text(json.dumps(results, indent=2) + "\n")

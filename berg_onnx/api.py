@@ -173,6 +173,48 @@ class BERG:
             return responses, meta
         return responses
 
+    # -- in silico experiments (berg_onnx/experiment/) -------------------------------
+    def run(
+        self,
+        stimulus: Any,
+        subjects: Any = "all",
+        rois: Any = "all",
+        *,
+        store: str | Path,
+        model_id: str = DEFAULT_MODEL_ID,
+        chunk_size: int | None = None,
+        overwrite: bool = False,
+        device: str = "auto",
+        precision: str = "fp32",
+        show_progress: bool = True,
+    ) -> Any:
+        """Responses of every (subject, ROI) model to ``stimulus``, into a Zarr store.
+
+        ``stimulus``: a folder (scanned like ``encode``'s CLI), image file paths,
+        a ``.npy`` path or an (N, 3, H, W) integer array. ``subjects``/``rois``:
+        lists, or ``"all"`` (every model the source has). ``store``: a folder
+        (``*.zarr``) or a URL zarr understands. Resumable: running it again
+        computes only the chunks (``chunk_size`` rows; default 256, or the
+        store's) not yet recorded as complete; a store started on other images
+        or other model files is refused unless ``overwrite=True``. Needs the
+        ``[zarr]`` extra. Returns an ``experiment.RunReport``; layout: README.
+        """
+        from .experiment import run_experiment
+
+        return run_experiment(
+            self,
+            stimulus,
+            store=store,
+            subjects=subjects,
+            rois=rois,
+            model_id=model_id,
+            chunk_size=chunk_size,
+            overwrite=overwrite,
+            device=device,
+            precision=precision,
+            show_progress=show_progress,
+        )
+
     def get_model_metadata(
         self, model_id: str = DEFAULT_MODEL_ID, subject: int = 1, roi: str | None = None
     ) -> dict[str, Any]:

@@ -136,6 +136,50 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grid_choice(values: list[str], what: str) -> Any:
+    """``all`` or the values given (subjects as ints)."""
+    if values == ["all"]:
+        return "all"
+    if what == "subjects":
+        try:
+            return [int(v) for v in values]
+        except ValueError:
+            raise CLIError(f"--subjects takes numbers or 'all', got {' '.join(values)}") from None
+    return values
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .experiment import run_experiment
+
+    berg = _berg(args)
+    try:
+        report = run_experiment(
+            berg,
+            args.images,
+            store=args.out,
+            subjects=_grid_choice(args.subjects, "subjects"),
+            rois=_grid_choice(args.rois, "rois"),
+            chunk_size=args.chunk_size,
+            overwrite=args.overwrite,
+            device=args.device,
+            precision=args.precision,
+            show_progress=not args.quiet,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"berg-onnx: completed chunks are kept in {args.out}; run again to resume",
+            file=sys.stderr,
+        )
+        raise
+    state = "complete" if report.complete else "incomplete"
+    print(
+        f"{args.out}: {report.n_images} images x {len(report.models)} models, {state} "
+        f"({report.chunks_written} chunks written, {report.chunks_already_complete} already "
+        f"complete, {report.seconds:.1f} s)"
+    )
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     berg = _berg(args)
     store = berg.store
@@ -308,6 +352,10 @@ EXAMPLES = {
   berg-onnx encode a.jpg b.png --subject 2 --roi lateral --device cuda --out r.npy
   berg-onnx encode stimuli.npy --subject 1 --roi FFA-1 --batch-size 16 --out r.npy
   berg-onnx encode photos/ --subject 1 --roi V1 --berg-dir export_dir --out v1.npy""",
+    "run": """examples:
+  berg-onnx run photos/ --subjects 1 2 --rois V1 FFA-1 --out experiment.zarr
+  berg-onnx run stimuli.npy --subjects all --rois all --out grid.zarr --device cuda
+  berg-onnx run photos/ --subjects 1 --rois all --out experiment.zarr   # again: resumes""",
     "list": """examples:
   berg-onnx list
   berg-onnx list --berg-dir export_dir""",
@@ -393,6 +441,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="responses .npy (paths list written beside it)")
     progress_flags(p)
     p.set_defaults(func=cmd_encode)
+
+    p = add("run", "an in silico experiment: subjects x ROIs over one image set, into Zarr")
+    p.add_argument("images", nargs="+", help="image files, folders, or one .npy (N,3,H,W) array")
+    p.add_argument("--subjects", nargs="+", required=True, help="subject numbers, or all")
+    p.add_argument("--rois", nargs="+", required=True, help="ROI names, or all")
+    p.add_argument("--out", required=True, help="the Zarr store (a folder, e.g. grid.zarr)")
+    p.add_argument("--chunk-size", type=int, default=None, help="rows per chunk (default 256)")
+    p.add_argument("--overwrite", action="store_true", help="delete the store and start over")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
 
     p = add("list", "list models, ROIs, voxel counts and what is cached")
     p.set_defaults(func=cmd_list)

@@ -32,8 +32,14 @@ class ResourceError(BERGError, RuntimeError):
     """A resource the caller asked for is not available: CUDA, network, disk space."""
 
 
+class ExperimentError(BERGError, RuntimeError):
+    """An experiment store that cannot be used for the run asked for (other images,
+    other model files, not an experiment store): the message says how to proceed."""
+
+
 __all__ = [
     "BERGError",
+    "ExperimentError",
     "InvalidParameterError",
     "ModelLoadError",
     "ModelNotFoundError",

@@ -1,0 +1,255 @@
+"""The local engine: a grid of models over one image set, block by block, on this machine.
+
+Block-major order: the images of a block of chunks (about ``block_size``
+images) are decoded and resized once, kept as 227x227 uint8, and fed to every
+model that still lacks those chunks; one model is loaded at a time (the last
+one of a block is reused by the next, which runs the models in reverse
+order). Memory is therefore bounded by one block and one model, whatever the
+grid's size, and each image is preprocessed once per run instead of once per
+model.
+
+Within a block each model runs through ``EncodingModel._run``, the loop
+``encode`` uses (worker threads per core on CPU, prefetching on CUDA), so a
+grid of one model costs what ``encode`` costs. On CUDA the next block is
+preprocessed on the CPU while the GPU runs the current one.
+
+Rows come out bit-identical whether a chunk is computed in a first run or
+after a resume: batches never straddle chunk boundaries (when the batch size
+does not divide the chunk size, each chunk runs on its own) and every batch
+runs on the same single-threaded session (see job.load_model).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from berg_onnx.constants import INPUT_SIZE, check_positive_int
+from berg_onnx.model import EncodingModel
+from berg_onnx.session import CUDA
+
+from .job import ExperimentJob, ModelPlan, encode_rows, load_model
+from .store import ExperimentStore
+
+#: Images preprocessed and held (as uint8, ~155 kB each) per block, on CPU: a
+#: model load (0.1-0.3 s) is then <= ~2% of a block's time even for FFA-1.
+DEFAULT_BLOCK_IMAGES = 1024
+#: On CUDA a model runs a block ~50x faster while a session still takes ~1 s to
+#: make, so blocks are larger there (1.3 GB of uint8, twice with prefetching).
+CUDA_BLOCK_IMAGES = 8192
+#: Images per preprocessing task (the thread pool's unit of work).
+_PREPROCESS_STEP = 8
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What one run did: the store's geometry, and chunks computed vs found complete."""
+
+    path: str
+    n_images: int
+    models: tuple[str, ...]
+    chunk_size: int
+    chunks_written: int
+    chunks_already_complete: int
+    seconds: float
+
+    @property
+    def complete(self) -> bool:
+        total = self.chunks_written + self.chunks_already_complete
+        return total == len(self.models) * -(-self.n_images // self.chunk_size)
+
+
+@dataclass(frozen=True)
+class _Block:
+    """Chunks of one block that some model still needs, and which model needs which."""
+
+    chunks: tuple[int, ...]
+    work: tuple[tuple[ModelPlan, tuple[int, ...]], ...]
+
+
+class _Cache:
+    """The preprocessed uint8 rows of a block's chunks, stacked in chunk order."""
+
+    def __init__(
+        self,
+        store: ExperimentStore,
+        job: ExperimentJob,
+        chunks: tuple[int, ...],
+        pool: ThreadPoolExecutor,
+    ) -> None:
+        self.offset: dict[int, int] = {}
+        spans, n = [], 0
+        for c in chunks:
+            start, stop = store.chunk_bounds(c)
+            self.offset[c] = n
+            spans.append((start, stop, n))
+            n += stop - start
+        self.rows = np.empty((n, 3, INPUT_SIZE, INPUT_SIZE), dtype=np.uint8)
+        tasks = []
+        for start, stop, at in spans:
+            for lo in range(start, stop, _PREPROCESS_STEP):
+                hi = min(stop, lo + _PREPROCESS_STEP)
+                tasks.append(pool.submit(self._fill, job, lo, hi, at + lo - start))
+        for t in tasks:
+            t.result()
+
+    def _fill(self, job: ExperimentJob, start: int, stop: int, at: int) -> None:
+        self.rows[at : at + stop - start] = job.stimuli.read(start, stop)
+
+    def select(self, store: ExperimentStore, chunks: tuple[int, ...]) -> np.ndarray:
+        """The rows of ``chunks`` (a view when they are contiguous in the cache)."""
+        parts = [(self.offset[c], self.offset[c] + _rows(store, c)) for c in chunks]
+        if all(a[1] == b[0] for a, b in zip(parts, parts[1:], strict=False)):
+            return self.rows[parts[0][0] : parts[-1][1]]
+        return np.concatenate([self.rows[a:b] for a, b in parts])
+
+
+def _rows(store: ExperimentStore, chunk: int) -> int:
+    start, stop = store.chunk_bounds(chunk)
+    return stop - start
+
+
+def _plan_blocks(store: ExperimentStore, todo: dict[ModelPlan, set[int]], block_size: int):
+    per_block = max(1, block_size // store.chunk_size)
+    blocks = []
+    for first in range(0, store.n_chunks, per_block):
+        span = range(first, min(store.n_chunks, first + per_block))
+        work = tuple(
+            (plan, tuple(c for c in span if c in missing))
+            for plan, missing in todo.items()
+            if any(c in missing for c in span)
+        )
+        if work:
+            chunks = tuple(sorted({c for _, cs in work for c in cs}))
+            blocks.append(_Block(chunks, work))
+    return blocks
+
+
+def _compute(
+    model: EncodingModel,
+    store: ExperimentStore,
+    rows: np.ndarray,
+    chunks: tuple[int, ...],
+    bar: Any,
+) -> dict[int, np.ndarray]:
+    """Responses of ``chunks`` (whose preprocessed rows are ``rows``), per chunk."""
+    sizes = [_rows(store, c) for c in chunks]
+    out: dict[int, np.ndarray] = {}
+    if all(size % model.batch_size == 0 for size in sizes[:-1]):  # batches end on chunk ends
+        result = encode_rows(model, rows, bar)
+        at = 0
+        for c, size in zip(chunks, sizes, strict=True):
+            out[c] = result[at : at + size]
+            at += size
+    else:
+        at = 0
+        for c, size in zip(chunks, sizes, strict=True):
+            out[c] = encode_rows(model, rows[at : at + size], bar)
+            at += size
+    return out
+
+
+def _may_use_cuda(device: str) -> bool:
+    import onnxruntime as ort
+
+    return device != "cpu" and CUDA in ort.get_available_providers()
+
+
+def _progress(total: int, done: int, show: bool):
+    if not show or sys.stderr is None:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        initial=done,
+        desc="experiment",
+        unit="img",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        smoothing=0.05,
+    )
+
+
+def run_local(
+    berg: Any,
+    job: ExperimentJob,
+    store: ExperimentStore,
+    *,
+    device: str = "auto",
+    show_progress: bool = True,
+    block_size: int | None = None,
+    batch_size: int | None = None,
+    prefetch: bool | None = None,
+) -> RunReport:
+    """Compute every chunk of ``job`` that ``store`` lacks; returns what was done.
+
+    ``block_size``: images preprocessed at once (default by device, see above).
+    ``prefetch``: preprocess the next block while the models run (default: on CUDA).
+    """
+    t0 = time.perf_counter()
+    if block_size is None:
+        block_size = CUDA_BLOCK_IMAGES if _may_use_cuda(device) else DEFAULT_BLOCK_IMAGES
+    block_size = check_positive_int(block_size, "block_size")
+    todo = {plan: set(store.missing_chunks(plan.subject, plan.roi)) for plan in job.models}
+    missing = sum(len(m) for m in todo.values())
+    report = dict(
+        path=store.path,
+        n_images=store.n_images,
+        models=tuple(p.name for p in job.models),
+        chunk_size=store.chunk_size,
+    )
+    if not missing:
+        return RunReport(
+            **report,
+            chunks_written=0,
+            chunks_already_complete=store.n_chunks * len(todo),
+            seconds=time.perf_counter() - t0,
+        )
+    blocks = _plan_blocks(store, todo, block_size)
+    done_rows = sum(store.n_images - sum(_rows(store, c) for c in m) for m in todo.values())
+    bar = _progress(store.n_images * len(todo), done_rows, show_progress)
+    written = 0
+    loaded: tuple[ModelPlan, EncodingModel] | None = None
+    pool = ThreadPoolExecutor(berg.threads, thread_name_prefix="berg-preprocess")
+    ahead = ThreadPoolExecutor(1, thread_name_prefix="berg-next-block")
+    try:
+        nxt: Future | None = None
+        for k, block in enumerate(blocks):
+            if bar is not None:
+                bar.set_description("preprocessing")
+            cache = nxt.result() if nxt is not None else _Cache(store, job, block.chunks, pool)
+            nxt = None
+            work = block.work[::-1] if k % 2 else block.work  # reuse the last model loaded
+            for i, (plan, chunks) in enumerate(work):
+                if loaded is None or loaded[0] is not plan:
+                    loaded = None  # free the previous session before loading the next
+                    loaded = (plan, load_model(berg, plan, device, batch_size))
+                model = loaded[1]
+                ahead_on = model.provider == CUDA if prefetch is None else prefetch
+                if i == 0 and ahead_on and k + 1 < len(blocks):
+                    nb = blocks[k + 1].chunks  # the CPU prepares the next block meanwhile
+                    nxt = ahead.submit(_Cache, store, job, nb, pool)
+                if bar is not None:
+                    bar.set_description(f"{plan.name} ({i + 1}/{len(work)})")
+                rows = cache.select(store, chunks)
+                for c, values in _compute(model, store, rows, chunks, bar).items():
+                    store.write_chunk(plan.subject, plan.roi, c, values)
+                    written += 1
+            del cache
+    finally:
+        ahead.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)
+        if bar is not None:
+            bar.close()
+    return RunReport(
+        **report,
+        chunks_written=written,
+        chunks_already_complete=store.n_chunks * len(todo) - missing,
+        seconds=time.perf_counter() - t0,
+    )
