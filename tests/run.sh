@@ -24,7 +24,7 @@ run_pytest() {
 stage "install (.venv: export + dev extras)"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[export,dev,zarr]"
+.venv/bin/python -m pip install -q -e ".[export,dev,zarr,ray]"
 if [ ! -x .venv-olah/bin/olah-cli ]; then  # olah (Hub mirror) in its own venv: its pins stay apart
   "$PY" -m venv .venv-olah
   .venv-olah/bin/python -m pip install -q olah==0.5.4
@@ -42,6 +42,12 @@ export BERG_TEST_ARTIFACTS="$WORK/artifacts"
 
 stage "export, runtime and Hub tests"
 run_pytest .venv/bin/python -m pytest tests -q -p no:cacheprovider
+
+stage "ray engine: a local Ray cluster in a private network namespace (loopback only)"
+# Ray listens on every interface; unshare -n (root) leaves loopback as the only one.
+# The fixtures start and stop the cluster; timeout bounds the whole stage.
+BERG_RAY_TESTS_REQUIRED=1 run_pytest timeout -k 10 600 unshare -n bash -c \
+  'ip link set lo up && exec "$0" -m pytest tests/ray -q -p no:cacheprovider' .venv/bin/python
 
 stage "torch-free stage: wheel in a fresh venv without torch"
 rm -rf "$WORK/dist"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import kill_session, pids_in_session
 from PIL import Image
+from raycluster import kill_session, pids_in_session
 
 from berg_onnx import BERG
 from berg_onnx.engines import RayOptions
