@@ -3,9 +3,9 @@
 Per group of models (by default one subject's ROIs), one streaming Ray Data
 pipeline over the chunks that some model of the group still lacks:
 
-    chunk indices --map_batches (CPU tasks)--> (chunk_size, 3, 227, 227) uint8 rows,
-                  decoded and resized exactly as encode() does (our numpy resize,
-                  never Ray's read_images resize, which is PIL bilinear)
+    chunk indices --map_batches (stateless tasks)--> (chunk_size, 3, 227, 227) uint8
+                  rows, decoded and resized exactly as encode() does (our numpy
+                  resize, never Ray's read_images resize, which is PIL bilinear)
                   --map_batches (actor pool; each actor loads the group's sessions
                   once, on CPU or one GPU)--> each model's rows of the chunk, written
                   whole into the store and recorded complete (ExperimentStore.write_chunk)
@@ -14,7 +14,15 @@ pipeline over the chunks that some model of the group still lacks:
 One row of the dataset is one chunk of the store, so a write is always a whole,
 chunk-aligned block and the local engine and this one record completion the
 same way: a run stopped in either resumes in either. Responses never travel
-back through the object store; only the uint8 images do, once per group.
+back through the object store.
+
+Where the preprocessing runs: with GPU actors, the two stages ask for
+different resources, so the decode + resize runs as CPU tasks spread over the
+cluster while the GPU actors only run models (preprocessing, not the GPU, is
+what bounds encode() on a GPU machine). With CPU actors both stages ask for the
+same CPUs and Ray Data fuses them: each actor preprocesses its own chunk, and
+the 40 MB of uint8 rows per chunk never cross the object store.
+``RayOptions(preprocess_cpus=...)`` keeps them apart on CPU too.
 
 Groups run one after the other, each pool sized to the cluster, rather than all
 pools at once: a pool per group alive at the same time would need as many
@@ -67,12 +75,14 @@ class RayOptions:
     ``address``: a running cluster (``HOST:PORT`` as ``ray start --head``
     prints, ``auto`` for the one started on this machine, or ``ray://...``);
     None: $RAY_ADDRESS, else a local Ray started for this run and shut down
-    after it. ``actors``: actors per group's pool (None: on CPU, one per CPU of
-    the cluster less one left to preprocessing; on GPU, one per GPU).
+    after it. ``actors``: actors per group's pool (None: on CPU, one per
+    ``cpus_per_actor`` CPUs of the cluster; on GPU, one per GPU).
     ``models_per_actor``: models an actor holds (None: one subject's ROIs).
     ``cpus_per_actor``: CPUs each actor reserves, and its onnxruntime threads.
     ``gpus_per_actor``: None: 1 where the device is cuda, or auto on a cluster
-    with GPUs; 0 keeps actors on CPU.
+    with GPUs; 0 keeps actors on CPU. ``preprocess_cpus``: CPUs per
+    preprocessing task (None: 1 beside GPU actors; on CPU, ``cpus_per_actor``,
+    which fuses preprocessing into the actors, see the module docstring).
 
     Retries are Ray Data's defaults, which are what this job needs: a task
     whose worker dies is retried and an actor that dies is restarted, without
@@ -86,6 +96,7 @@ class RayOptions:
     models_per_actor: int | None = None
     cpus_per_actor: int = 1
     gpus_per_actor: float | None = None
+    preprocess_cpus: float | None = None
 
     def __post_init__(self) -> None:
         if self.actors is not None:
@@ -93,6 +104,10 @@ class RayOptions:
         if self.models_per_actor is not None:
             check_positive_int(self.models_per_actor, "models_per_actor")
         check_positive_int(self.cpus_per_actor, "cpus_per_actor")
+        if self.preprocess_cpus is not None and not 0 < self.preprocess_cpus <= 64:
+            raise InvalidParameterError(
+                f"preprocess_cpus must be a number of CPUs > 0, got {self.preprocess_cpus!r}"
+            )
         if self.gpus_per_actor is not None and not 0 <= self.gpus_per_actor <= 1:
             raise InvalidParameterError(
                 f"gpus_per_actor must be between 0 and 1, got {self.gpus_per_actor!r}"
@@ -213,28 +228,37 @@ def model_groups(plans: tuple[Any, ...], models_per_actor: int | None) -> list[t
     return [plans[i : i + models_per_actor] for i in range(0, len(plans), models_per_actor)]
 
 
-def _layout(ray: Any, options: RayOptions, device: str) -> _Layout:
-    """Each pool's actors and their resources, from the options and the cluster's resources."""
-    cluster = ray.cluster_resources()
+def plan_layout(cluster: dict[str, float], options: RayOptions, device: str) -> _Layout:
+    """Each pool's actors and their resources, from the options and the cluster's
+    resources (``ray.cluster_resources()``)."""
+    cpus, n_gpus = float(cluster.get("CPU", 1)), float(cluster.get("GPU", 0))
     gpus = options.gpus_per_actor
     if gpus is None:
-        want_gpu = device == "cuda" or (device == "auto" and cluster.get("GPU", 0) >= 1)
-        gpus = 1.0 if want_gpu else 0.0
+        gpus = 1.0 if device == "cuda" or (device == "auto" and n_gpus >= 1) else 0.0
     if device == "cuda" and gpus == 0:
         raise InvalidParameterError("device='cuda' needs gpus_per_actor > 0")
-    if gpus > 0 and cluster.get("GPU", 0) < gpus:
+    if gpus > 0 and n_gpus < gpus:
         raise ResourceError(
-            f"the Ray cluster has {cluster.get('GPU', 0):g} GPUs; each actor asks for {gpus:g}: "
+            f"the Ray cluster has {n_gpus:g} GPUs; each actor asks for {gpus:g}: "
             "start the nodes with GPUs, or run with device='cpu'"
         )
+    per_actor = options.cpus_per_actor
+    preprocess = options.preprocess_cpus
+    if preprocess is None:  # CPU: the same resources as the actors, so Ray fuses the stages
+        preprocess = 1.0 if gpus > 0 else float(per_actor)
+    fused = gpus == 0 and preprocess == per_actor
     if options.actors is not None:
         actors = options.actors
     elif gpus > 0:
-        actors = max(1, int(cluster.get("GPU", 0) // gpus))
+        actors = max(1, int(n_gpus // gpus))
     else:
-        spare = int(cluster.get("CPU", 1)) - 1  # one CPU stays with the preprocessing tasks
-        actors = max(1, spare // options.cpus_per_actor)
-    return _Layout(actors, options.cpus_per_actor, gpus)
+        actors = max(1, int((cpus - (0 if fused else preprocess)) // per_actor))
+    if not fused and actors * per_actor + preprocess > cpus:
+        raise ResourceError(
+            f"{actors} actors x {per_actor} CPUs leave the Ray cluster's {cpus:g} CPUs no "
+            f"room for a preprocessing task ({preprocess:g} CPUs): ask for fewer actors"
+        )
+    return _Layout(actors, per_actor, gpus, preprocess, "cpu" if gpus == 0 else device)
 
 
 def run_ray(
@@ -274,11 +298,11 @@ def run_ray(
     try:
         with ray_connection(options.address) as ray:
             _quiet_ray_data(ray)
-            layout = _layout(ray, options, device)
+            layout = plan_layout(ray.cluster_resources(), options, device)
             loader = _Loader(_pinned(berg.store), berg.batch_size, options.cpus_per_actor)
             inputs = _Inputs(loader, *_shippable(ray, job.stimuli))
             for group in model_groups(tuple(job.models), options.models_per_actor):
-                ds = _pipeline(ray, store, group, todo, inputs, device, layout)
+                ds = _pipeline(ray, store, group, todo, inputs, layout)
                 if ds is None:
                     continue
                 if bar is not None:
@@ -304,14 +328,16 @@ class _Inputs:
 
 @dataclass(frozen=True)
 class _Layout:
-    """Resources of each group's pool."""
+    """Resources of each group's pool and of the preprocessing tasks."""
 
     actors: int
     cpus_per_actor: int
     gpus_per_actor: float
+    preprocess_cpus: float
+    device: str  # what the actors load their sessions on
 
 
-def _pipeline(ray, store, group, todo, inputs: _Inputs, device: str, layout: _Layout):
+def _pipeline(ray, store, group, todo, inputs: _Inputs, layout: _Layout):
     """The Ray Data pipeline of one group over the chunks it lacks, or None if it lacks none."""
     chunks = sorted(set().union(*(todo[p] for p in group)))
     if not chunks:
@@ -326,7 +352,7 @@ def _pipeline(ray, store, group, todo, inputs: _Inputs, device: str, layout: _La
             "array_ref": inputs.array_ref,
             "chunk_size": store.chunk_size,
         },
-        num_cpus=1,
+        num_cpus=layout.preprocess_cpus,
     )
     return ds.map_batches(
         _ModelGroup,
@@ -337,7 +363,7 @@ def _pipeline(ray, store, group, todo, inputs: _Inputs, device: str, layout: _La
             "plans": group,
             "todo": {p.name: frozenset(todo[p]) for p in group},
             "store_path": store.path,
-            "device": device,
+            "device": layout.device,
         },
         compute=ray.data.ActorPoolStrategy(size=min(layout.actors, len(chunks))),
         num_cpus=layout.cpus_per_actor,
@@ -368,6 +394,8 @@ def _quiet_ray_data(ray: Any) -> None:
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # it warns that the bars we turned off are off
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 def _progress(store: Any, todo: dict[Any, set[int]], show: bool):

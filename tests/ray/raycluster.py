@@ -42,6 +42,8 @@ def pids_in_session(sid: int, marker: str = "") -> list[int]:
         try:
             if os.getsid(pid) != sid:
                 continue
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue  # exited, not yet reaped by an init that may never reap it
             title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except (OSError, ProcessLookupError):
             continue

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from berg_onnx.engines import RayOptions, engine_from_cli, select_engine
-from berg_onnx.engines.ray import model_groups
-from berg_onnx.errors import InvalidParameterError
+from berg_onnx.engines.ray import model_groups, plan_layout
+from berg_onnx.errors import InvalidParameterError, ResourceError
 
 pytest.importorskip("zarr")
 
@@ -86,3 +86,22 @@ def test_model_groups_by_subject_or_by_size():
     ]
     assert [len(g) for g in model_groups(plans, 4)] == [4, 2]
     assert [p for g in model_groups(plans, 4) for p in g] == list(plans)
+
+
+def test_layout_fuses_on_cpu_and_keeps_preprocessing_apart_beside_gpus():
+    cpu = plan_layout({"CPU": 16.0}, RayOptions(), "auto")
+    assert (cpu.actors, cpu.gpus_per_actor, cpu.preprocess_cpus, cpu.device) == (16, 0, 1, "cpu")
+    gpu = plan_layout({"CPU": 16.0, "GPU": 2.0}, RayOptions(), "auto")
+    assert (gpu.actors, gpu.gpus_per_actor, gpu.preprocess_cpus, gpu.device) == (2, 1, 1, "auto")
+    apart = plan_layout({"CPU": 2.0}, RayOptions(preprocess_cpus=0.5), "cpu")
+    assert (apart.actors, apart.preprocess_cpus) == (1, 0.5)
+    assert plan_layout({"CPU": 16.0}, RayOptions(cpus_per_actor=4), "cpu").actors == 4
+
+
+def test_layout_refuses_what_the_cluster_cannot_run():
+    with pytest.raises(ResourceError, match="has 0 GPUs"):
+        plan_layout({"CPU": 4.0}, RayOptions(), "cuda")
+    with pytest.raises(ResourceError, match="no room for a preprocessing task"):
+        plan_layout({"CPU": 2.0}, RayOptions(actors=2, preprocess_cpus=0.5), "cpu")
+    with pytest.raises(InvalidParameterError, match="gpus_per_actor > 0"):
+        plan_layout({"CPU": 2.0, "GPU": 1.0}, RayOptions(gpus_per_actor=0), "cuda")

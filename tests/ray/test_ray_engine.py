@@ -101,6 +101,19 @@ def test_ray_engine_equals_local_engine(ray_cluster, berg, images, local_store, 
     assert again.chunks_written == 0 and again.complete
 
 
+def test_preprocessing_apart_and_smaller_groups(ray_cluster, berg, images, local_store, tmp_path):
+    """The layout GPU nodes get (preprocessing tasks apart from the model actors), on CPU."""
+    path = tmp_path / "apart.zarr"
+    options = RayOptions(
+        address=ray_cluster.address, actors=1, preprocess_cpus=0.5, models_per_actor=3
+    )
+    report = run_experiment(
+        berg, images, store=path, chunk_size=6, show_progress=False, engine=options
+    )
+    assert report.complete and report.chunks_written == 4 * 4
+    assert_same_arrays(path, local_store)
+
+
 def test_cli_engine_ray_on_files_with_ray_address(ray_cluster, export_dir, image_dir, local_store):
     out = image_dir.parent / "cli.zarr"
     proc = subprocess.run(
@@ -214,5 +227,9 @@ def test_resume_after_the_driver_is_killed(ray_cluster, export_dir, images, loca
     assert resumed.returncode == 0, stderr[-3000:]
     assert f"{48 - missing} already complete" in stdout, stdout
     assert_same_arrays(out, local_store)
-    time.sleep(1)
-    assert pids_in_session(resumed.pid) == [], "the command's local Ray was left running"
+    deadline = time.monotonic() + 30  # ray.shutdown() signals its processes; they exit soon
+    while pids_in_session(resumed.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = pids_in_session(resumed.pid)
+    kill_session(resumed.pid)
+    assert left == [], "the command's local Ray was left running"
