@@ -306,7 +306,7 @@ def run_ray(
                 if ds is None:
                     continue
                 if bar is not None:
-                    bar.set_description(f"ray: {group[0].name} .. ({len(group)} models)")
+                    bar.set_description(f"ray: {group[0].name}..{group[-1].name}")
                 for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
                     written += int(out["written"].sum())
                     if bar is not None:
@@ -405,9 +405,11 @@ def _progress(store: Any, todo: dict[Any, set[int]], show: bool):
         return None
     from tqdm.auto import tqdm
 
-    done = 0
-    for missing in todo.values():
-        done += store.n_images - sum(np.subtract(*store.chunk_bounds(c)[::-1]) for c in missing)
+    def rows(chunk: int) -> int:
+        start, stop = store.chunk_bounds(chunk)
+        return stop - start
+
+    done = sum(store.n_images - sum(rows(c) for c in missing) for missing in todo.values())
     return tqdm(
         total=store.n_images * len(todo),
         initial=done,
