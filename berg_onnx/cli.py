@@ -154,7 +154,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             engine=engine_from_cli(args.engine, args.ray_address, args.ray_actors),
         )
     except KeyboardInterrupt:
-        print(f"berg-onnx: completed chunks are kept in {args.out}; run again to resume")
+        print(
+            f"berg-onnx: completed chunks are kept in {args.out}; run again to resume",
+            file=sys.stderr,
+        )
         raise
     state = "complete" if report.complete else "incomplete"
     print(

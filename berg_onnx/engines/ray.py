@@ -190,14 +190,14 @@ class _ModelGroup:
         self.models = [(plan, load_model(loader, plan, device)) for plan in plans]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from berg_onnx.experiment.local import _compute
+        from berg_onnx.experiment import encode_rows
 
         written = np.zeros(len(batch["chunk"]), dtype=np.int64)
         for i, (chunk, n) in enumerate(zip(batch["chunk"], batch["rows"], strict=True)):
             chunk, rows = int(chunk), batch["images"][i, : int(n)]
             for plan, model in self.models:
                 if chunk in self.todo[plan.name]:
-                    values = _compute(model, self.store, rows, (chunk,), None)[chunk]
+                    values = encode_rows(model, rows)  # the local engine's per-chunk loop
                     self.store.write_chunk(plan.subject, plan.roi, chunk, values)
                     written[i] += 1
         return {"chunk": np.asarray(batch["chunk"]), "rows": batch["rows"], "written": written}

@@ -9,6 +9,19 @@ Parts, each engine-agnostic except the last:
 - ``local``: the engine that runs on this machine.
 
 zarr is the optional ``[zarr]`` extra, imported only when a store is opened.
+
+Another engine (e.g. Ray) writes the same store with the same values this way:
+
+    job = plan_experiment(berg, stimulus, subjects, rois, chunk_size=...)   # driver
+    store = ExperimentStore.create_or_open(path, job, overwrite)            # driver, once
+    todo = {m.name: store.missing_chunks(m.subject, m.roi) for m in job.models}
+    rows = job.stimuli.read(*store.chunk_bounds(c))        # any process: uint8, resized once
+    model = load_model(berg, plan, device)                 # per worker, loaded once
+    values = encode_rows(model, rows)                      # one chunk's rows
+    ExperimentStore.attach(path).write_chunk(s, roi, c, values)   # data, then its record
+
+Each chunk must have one writer at a time; different chunks may be written by
+any number of processes at once.
 """
 
 from __future__ import annotations
@@ -19,7 +32,16 @@ from typing import Any
 from berg_onnx.constants import DEFAULT_MODEL_ID
 from berg_onnx.session import check_device
 
-from .job import ALL, ExperimentJob, ModelPlan, array_name, load_model, plan_experiment
+from .job import (
+    ALL,
+    ExperimentJob,
+    ModelPlan,
+    array_name,
+    as_model_input,
+    encode_rows,
+    load_model,
+    plan_experiment,
+)
 from .local import DEFAULT_BLOCK_IMAGES, RunReport, run_local
 from .stimuli import StimulusSet, resolve_stimuli
 from .store import DEFAULT_CHUNK_SIZE, ExperimentStore, import_zarr
@@ -34,6 +56,10 @@ __all__ = [
     "RunReport",
     "StimulusSet",
     "array_name",
+    "as_model_input",
+    "encode_rows",
+    "as_model_input",
+    "encode_rows",
     "load_model",
     "plan_experiment",
     "resolve_stimuli",
@@ -54,7 +80,7 @@ def run_experiment(
     device: str = "auto",
     precision: str = "fp32",
     show_progress: bool = True,
-    block_size: int = DEFAULT_BLOCK_IMAGES,
+    block_size: int | None = None,
     engine: Any = "local",
 ) -> RunReport:
     """Run (or resume) the grid subjects x rois over ``stimulus`` into the store at ``store``.

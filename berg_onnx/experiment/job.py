@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from berg_onnx.constants import (
     CPU_BATCH_SIZE,
     CUDA_BATCH_SIZE,
@@ -157,6 +159,23 @@ def plan_experiment(
         models=tuple(plans),
         chunk_size=chunk_size,
     )
+
+
+def as_model_input(rows: np.ndarray) -> np.ndarray:
+    """float32 model input in [0, 1] from preprocessed uint8 rows: the values encode() makes."""
+    x = rows.astype(np.float32)
+    x /= np.float32(255)
+    return x
+
+
+def encode_rows(model: EncodingModel, rows: np.ndarray, bar: Any = None) -> np.ndarray:
+    """(n, nv) responses of preprocessed uint8 rows (StimulusSet.read), in encode()'s loop.
+
+    Engines call it once per chunk (or on whole chunks stacked, when the batch size
+    divides the chunk size), so that no batch straddles two chunks: a chunk's rows
+    are then the same whichever run computes it.
+    """
+    return model._run(lambda a, b: as_model_input(rows[a:b]), len(rows), model.batch_size, bar)
 
 
 def load_model(

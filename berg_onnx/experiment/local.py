@@ -29,14 +29,19 @@ from typing import Any
 
 import numpy as np
 
+from berg_onnx.constants import INPUT_SIZE, check_positive_int
 from berg_onnx.model import EncodingModel
 from berg_onnx.session import CUDA
 
-from .job import ExperimentJob, ModelPlan, load_model
+from .job import ExperimentJob, ModelPlan, encode_rows, load_model
 from .store import ExperimentStore
 
-#: Images preprocessed and held (as uint8, ~155 kB each) per block.
+#: Images preprocessed and held (as uint8, ~155 kB each) per block, on CPU: a
+#: model load (0.1-0.3 s) is then <= ~2% of a block's time even for FFA-1.
 DEFAULT_BLOCK_IMAGES = 1024
+#: On CUDA a model runs a block ~50x faster while a session still takes ~1 s to
+#: make, so blocks are larger there (1.3 GB of uint8, twice with prefetching).
+CUDA_BLOCK_IMAGES = 8192
 #: Images per preprocessing task (the thread pool's unit of work).
 _PREPROCESS_STEP = 8
 
@@ -84,7 +89,7 @@ class _Cache:
             self.offset[c] = n
             spans.append((start, stop, n))
             n += stop - start
-        self.rows = np.empty((n, 3, 227, 227), dtype=np.uint8)
+        self.rows = np.empty((n, 3, INPUT_SIZE, INPUT_SIZE), dtype=np.uint8)
         tasks = []
         for start, stop, at in spans:
             for lo in range(start, stop, _PREPROCESS_STEP):
@@ -125,17 +130,6 @@ def _plan_blocks(store: ExperimentStore, todo: dict[ModelPlan, set[int]], block_
     return blocks
 
 
-def _as_input(rows: np.ndarray):
-    """A ChunkSource over uint8 rows: float32 in [0, 1], the same values encode() makes."""
-
-    def source(start: int, stop: int) -> np.ndarray:
-        x = rows[start:stop].astype(np.float32)
-        x /= np.float32(255)
-        return x
-
-    return source
-
-
 def _compute(
     model: EncodingModel,
     store: ExperimentStore,
@@ -144,11 +138,10 @@ def _compute(
     bar: Any,
 ) -> dict[int, np.ndarray]:
     """Responses of ``chunks`` (whose preprocessed rows are ``rows``), per chunk."""
-    step = model.batch_size
     sizes = [_rows(store, c) for c in chunks]
     out: dict[int, np.ndarray] = {}
-    if all(size % step == 0 for size in sizes[:-1]):  # batches end on chunk boundaries
-        result = model._run(_as_input(rows), len(rows), step, bar)
+    if all(size % model.batch_size == 0 for size in sizes[:-1]):  # batches end on chunk ends
+        result = encode_rows(model, rows, bar)
         at = 0
         for c, size in zip(chunks, sizes, strict=True):
             out[c] = result[at : at + size]
@@ -156,9 +149,15 @@ def _compute(
     else:
         at = 0
         for c, size in zip(chunks, sizes, strict=True):
-            out[c] = model._run(_as_input(rows[at : at + size]), size, step, bar)
+            out[c] = encode_rows(model, rows[at : at + size], bar)
             at += size
     return out
+
+
+def _may_use_cuda(device: str) -> bool:
+    import onnxruntime as ort
+
+    return device != "cpu" and CUDA in ort.get_available_providers()
 
 
 def _progress(total: int, done: int, show: bool):
@@ -184,11 +183,17 @@ def run_local(
     *,
     device: str = "auto",
     show_progress: bool = True,
-    block_size: int = DEFAULT_BLOCK_IMAGES,
+    block_size: int | None = None,
     batch_size: int | None = None,
 ) -> RunReport:
-    """Compute every chunk of ``job`` that ``store`` lacks; returns what was done."""
+    """Compute every chunk of ``job`` that ``store`` lacks; returns what was done.
+
+    ``block_size``: images preprocessed at once (default by device, see above).
+    """
     t0 = time.perf_counter()
+    if block_size is None:
+        block_size = CUDA_BLOCK_IMAGES if _may_use_cuda(device) else DEFAULT_BLOCK_IMAGES
+    block_size = check_positive_int(block_size, "block_size")
     todo = {plan: set(store.missing_chunks(plan.subject, plan.roi)) for plan in job.models}
     missing = sum(len(m) for m in todo.values())
     report = dict(

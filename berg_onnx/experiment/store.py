@@ -24,6 +24,7 @@ Stores are local folders or any URL zarr/fsspec understands (``s3://...``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -138,6 +139,10 @@ class ExperimentStore:
                 "choose another output path"
             )
         if root is not None and overwrite:
+            # Completion records go first: a kill while deleting must never leave a
+            # record claiming a chunk whose data is already gone.
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                del root[DONE]
             root = None
         if root is None:
             chunk_size = job.chunk_size or DEFAULT_CHUNK_SIZE
@@ -209,9 +214,16 @@ class ExperimentStore:
         self.root[f"{DONE}/{name}"][chunk_index] = 1
 
     # -- layout ----------------------------------------------------------------------
+    def _node(self, name: str) -> Any | None:
+        """The array ``name``, or None if absent or its metadata was cut short by a kill."""
+        try:
+            return self.root[name]
+        except Exception:  # noqa: BLE001 - KeyError, or JSON/metadata errors of a torn write
+            return None
+
     def _ensure_stimuli(self, job: ExperimentJob) -> None:
-        marker = f"{DONE}/{STIMULI}"
-        if marker in self.root and _flag(self.root[marker], 0) == 1:
+        marker = self._node(f"{DONE}/{STIMULI}")
+        if marker is not None and _flag(marker, 0) == 1:
             return
         labels = np.array(job.stimuli.labels, dtype=np.dtypes.StringDType())
         array = self.root.create_array(
@@ -224,7 +236,7 @@ class ExperimentStore:
         )
         array[:] = labels
         self.root.create_array(
-            marker,
+            f"{DONE}/{STIMULI}",
             shape=(1,),
             chunks=(1,),
             dtype="uint8",
@@ -235,8 +247,9 @@ class ExperimentStore:
 
     def _ensure_model(self, plan: ModelPlan) -> None:
         marker = f"{DONE}/{plan.name}"
-        if marker in self.root and plan.name in self.root:
-            _check_model(self.root[plan.name], plan, self.path)
+        array = self._node(plan.name)
+        if array is not None and self._node(marker) is not None:
+            _check_model(array, plan, self.path)
             return
         # Created data first, record second: a record without its array never exists.
         self.root.create_array(
