@@ -104,14 +104,21 @@ class RayOptions:
         if self.models_per_actor is not None:
             check_positive_int(self.models_per_actor, "models_per_actor")
         check_positive_int(self.cpus_per_actor, "cpus_per_actor")
-        if self.preprocess_cpus is not None and not 0 < self.preprocess_cpus <= 64:
+        if self.preprocess_cpus is not None and not (_number(self.preprocess_cpus) > 0):
             raise InvalidParameterError(
                 f"preprocess_cpus must be a number of CPUs > 0, got {self.preprocess_cpus!r}"
             )
-        if self.gpus_per_actor is not None and not 0 <= self.gpus_per_actor <= 1:
+        if self.gpus_per_actor is not None and not 0 <= _number(self.gpus_per_actor) <= 1:
             raise InvalidParameterError(
                 f"gpus_per_actor must be between 0 and 1, got {self.gpus_per_actor!r}"
             )
+
+
+def _number(value: object) -> float:
+    """``value`` as a float if it is a real number (not a bool), else NaN (fails every check)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return float("nan")
+    return float(value)
 
 
 # -- connecting ----------------------------------------------------------------------

@@ -65,7 +65,15 @@ def test_ray_address_without_engine_ray_is_refused():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"actors": 0}, {"models_per_actor": -1}, {"cpus_per_actor": 1.5}, {"gpus_per_actor": 2}],
+    [
+        {"actors": 0},
+        {"models_per_actor": -1},
+        {"cpus_per_actor": 1.5},
+        {"gpus_per_actor": 2},
+        {"gpus_per_actor": "1"},
+        {"preprocess_cpus": 0},
+        {"preprocess_cpus": True},
+    ],
 )
 def test_bad_ray_options_are_refused(kwargs):
     with pytest.raises(InvalidParameterError):
