@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -58,26 +59,54 @@ def _session_pids(sid: int) -> list[int]:
     return pids
 
 
-def _cpu_seconds(sid: int | None) -> float:
-    """CPU time of this process, plus of every process of session ``sid`` (live ones and the
-    exited children they reaped).
+class _CpuMeter:
+    """CPU seconds of this process plus every process of session ``sid`` over a run.
 
-    Wall time misleads on a shared machine: with autogroup scheduling, each session
-    gets its own share of the CPUs, so a cluster in its own session gets more of a
-    contended machine than one process does. CPU time is what the work cost.
+    Wall time misleads on a shared machine: with autogroup scheduling each
+    session gets its own share of the CPUs, so a cluster in a session of its own
+    gets more of a contended machine than one process does. CPU time is what the
+    work cost. Cluster processes come and go (actors end with each run), so a
+    thread samples them every 0.1 s and keeps each one's last reading; a process
+    that ends loses at most its last 0.1 s.
     """
-    t = os.times()
-    total = t.user + t.system + t.children_user + t.children_system
-    if sid is None:
-        return total
-    tick = os.sysconf("SC_CLK_TCK")
-    for pid in _session_pids(sid):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
-    return total
+
+    def __init__(self, sid: int | None) -> None:
+        self.sid, self.tick = sid, os.sysconf("SC_CLK_TCK")
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.stop = threading.Event()
+
+    def _sample(self) -> None:
+        for pid in _session_pids(self.sid) if self.sid is not None else []:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            cpu = (int(fields[11]) + int(fields[12])) / self.tick  # utime + stime
+            self.first.setdefault(pid, cpu)
+            self.last[pid] = cpu
+
+    def __enter__(self) -> _CpuMeter:
+        self._sample()
+        self.first = dict(self.last)
+        self.t0 = sum(os.times()[:2])
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self.stop.wait(0.1):
+            before = set(self.last)
+            self._sample()
+            for pid in set(self.last) - before:
+                self.first[pid] = 0.0
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        self._sample()
+        cluster = sum(self.last[p] - self.first.get(p, 0.0) for p in self.last)
+        self.seconds = sum(os.times()[:2]) - self.t0 + cluster
 
 
 def _start_head(base: Path, cpus: int) -> tuple[subprocess.Popen, str, float]:
@@ -130,17 +159,16 @@ def _grid(
     from berg_onnx import BERG
 
     store = Path(tempfile.mkdtemp(dir=work)) / "grid.zarr"
-    cpu = _cpu_seconds(sid)
-    t = time.perf_counter()
-    report = BERG(berg_dir=export_dir).run(
-        images, subjects=[1], rois=rois, store=store, chunk_size=chunk, show_progress=False,
-        engine=engine,
-    )  # fmt: skip
-    wall = time.perf_counter() - t
-    cpu = _cpu_seconds(sid) - cpu
+    with _CpuMeter(sid) as cpu:
+        t = time.perf_counter()
+        report = BERG(berg_dir=export_dir).run(
+            images, subjects=[1], rois=rois, store=store, chunk_size=chunk, show_progress=False,
+            engine=engine,
+        )  # fmt: skip
+        wall = time.perf_counter() - t
     assert report.complete, report
     shutil.rmtree(store.parent)
-    return wall, cpu
+    return wall, cpu.seconds
 
 
 def main() -> None:
@@ -155,6 +183,7 @@ def main() -> None:
     args = parser.parse_args()
     if not _only_loopback():
         _reexec_in_namespace()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the cluster on the way out
     sys.path.insert(0, str(REPO))
     from berg_onnx.constants import available_cores
     from berg_onnx.engines import RayOptions
@@ -179,7 +208,7 @@ def main() -> None:
         engine = RayOptions(address=address)
         try:
             grid = (args.export, args.rois)
-            _grid(*grid, one_chunk, args.chunk_size, "local", base, head.pid)  # warm-up
+            _grid(*grid, one_chunk, args.chunk_size, "local", base, None)  # warm-up
             runs: dict[str, list[tuple[float, float]]] = {
                 k: [] for k in ("local", "ray", "local1", "ray1")
             }
@@ -190,7 +219,8 @@ def main() -> None:
                     ("local1", one_chunk, "local"),
                     ("ray1", one_chunk, engine),
                 ):
-                    runs[name].append(_grid(*grid, data, args.chunk_size, eng, base, head.pid))
+                    sid = None if eng == "local" else head.pid  # local: this process only
+                    runs[name].append(_grid(*grid, data, args.chunk_size, eng, base, sid))
                     wall, cpu = runs[name][-1]
                     print(f"{name}: {wall:.2f} s wall, {cpu:.2f} CPU s", flush=True)
         finally:
