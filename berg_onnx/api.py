@@ -187,6 +187,7 @@ class BERG:
         device: str = "auto",
         precision: str = "fp32",
         show_progress: bool = True,
+        engine: Any = "local",
     ) -> Any:
         """Responses of every (subject, ROI) model to ``stimulus``, into a Zarr store.
 
@@ -198,6 +199,8 @@ class BERG:
         store's) not yet recorded as complete; a store started on other images
         or other model files is refused unless ``overwrite=True``. Needs the
         ``[zarr]`` extra. Returns an ``experiment.RunReport``; layout: README.
+        ``engine="ray"`` (or ``berg_onnx.engines.RayOptions(address=...)``) runs
+        it on Ray Data instead, into the same store (the ``[ray]`` extra).
         """
         from .experiment import run_experiment
 
@@ -213,6 +216,7 @@ class BERG:
             device=device,
             precision=precision,
             show_progress=show_progress,
+            engine=engine,
         )
 
     def get_model_metadata(

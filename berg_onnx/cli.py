@@ -149,6 +149,7 @@ def _grid_choice(values: list[str], what: str) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .engines import engine_from_cli
     from .experiment import run_experiment
 
     berg = _berg(args)
@@ -164,6 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             device=args.device,
             precision=args.precision,
             show_progress=not args.quiet,
+            engine=engine_from_cli(args.engine, args.ray_address, args.ray_actors),
         )
     except KeyboardInterrupt:
         print(
@@ -355,7 +357,8 @@ EXAMPLES = {
     "run": """examples:
   berg-onnx run photos/ --subjects 1 2 --rois V1 FFA-1 --out experiment.zarr
   berg-onnx run stimuli.npy --subjects all --rois all --out grid.zarr --device cuda
-  berg-onnx run photos/ --subjects 1 --rois all --out experiment.zarr   # again: resumes""",
+  berg-onnx run photos/ --subjects 1 --rois all --out experiment.zarr   # again: resumes
+  berg-onnx run photos/ --subjects all --rois all --out g.zarr --engine ray --ray-address H:6379""",
     "list": """examples:
   berg-onnx list
   berg-onnx list --berg-dir export_dir""",
@@ -453,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--engine", default="local", choices=["local", "ray"], help="ray: Ray Data")
+    p.add_argument("--ray-address", help="HOST:PORT (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--ray-actors", type=int, default=None, help="actors per model group")
     p.set_defaults(func=cmd_run)
 
     p = add("list", "list models, ROIs, voxel counts and what is cached")

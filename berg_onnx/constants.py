@@ -26,6 +26,9 @@ ENV_BATCH_SIZE = "BERG_ONNX_BATCH_SIZE"
 #: CPU cores encode() uses: worker threads for many images, onnxruntime intra-op
 #: threads for a single chunk (default: the cores this process may use).
 ENV_THREADS = "BERG_ONNX_THREADS"
+#: Ray cluster the ray experiment engine connects to when no address is given
+#: (Ray's own variable; unset: the engine starts a local Ray for the run).
+ENV_RAY_ADDRESS = "RAY_ADDRESS"
 
 #: Images per onnxruntime call on CUDA, where larger batches keep the GPU busy.
 CUDA_BATCH_SIZE = 32

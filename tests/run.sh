@@ -25,7 +25,7 @@ run_pytest() {
 stage "install (.venv: export + dev extras)"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[export,dev,fuzz,zarr]"
+.venv/bin/python -m pip install -q -e ".[export,dev,fuzz,zarr,ray]"
 if [ ! -x .venv-olah/bin/olah-cli ]; then  # olah (Hub mirror) in its own venv: its pins stay apart
   "$PY" -m venv .venv-olah
   .venv-olah/bin/python -m pip install -q olah==0.5.4
@@ -49,6 +49,12 @@ stage "fuzz: each untrusted-file loader for a short fixed budget (python -m test
 # "slow" input took 0.06 s); tests/fuzz/test_regressions.py holds inputs to 1 s of CPU
 .venv/bin/python -m tests.fuzz all --seconds "${BERG_FUZZ_SECONDS:-20}" --timeout 5 \
   --workdir "$WORK/fuzz"
+
+stage "ray engine: a local Ray cluster in a private network namespace (loopback only)"
+# Ray listens on every interface; unshare -n (root) leaves loopback as the only one.
+# The fixtures start and stop the cluster; timeout bounds the whole stage.
+BERG_RAY_TESTS_REQUIRED=1 run_pytest timeout -k 10 600 unshare -n bash -c \
+  'ip link set lo up && exec "$0" -m pytest tests/ray -q -p no:cacheprovider' .venv/bin/python
 
 stage "torch-free stage: wheel in a fresh venv without torch"
 rm -rf "$WORK/dist"

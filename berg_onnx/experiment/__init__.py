@@ -82,13 +82,17 @@ def run_experiment(
     precision: str = "fp32",
     show_progress: bool = True,
     block_size: int | None = None,
+    engine: Any = "local",
 ) -> RunReport:
     """Run (or resume) the grid subjects x rois over ``stimulus`` into the store at ``store``.
 
     See ``BERG.run``. Checks that can fail (zarr installed, device, models,
     stimuli, the existing store) all run before any model does.
     """
+    from berg_onnx.engines import select_engine
+
     import_zarr()
+    runner = select_engine(engine)  # "local", "ray" or engines.RayOptions (berg_onnx.engines)
     device = check_device(device)
     job = plan_experiment(
         berg,
@@ -100,6 +104,8 @@ def run_experiment(
         chunk_size=chunk_size,
     )
     opened = ExperimentStore.create_or_open(store, job, overwrite=overwrite)
+    if runner is not None:
+        return runner(berg, job, opened, device=device, show_progress=show_progress)
     return run_local(
         berg, job, opened, device=device, show_progress=show_progress, block_size=block_size
     )
