@@ -34,6 +34,9 @@ ORT_FLAVOURS = (
 )
 
 
+_OVERLAP_HELP = "which of several overlapping ROIs wins (default: refuse overlaps)"
+
+
 class CLIError(Exception):
     """A user error the CLI reports as one line."""
 
@@ -98,10 +101,14 @@ def _check_writable(out: Path) -> None:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     from .fileio import atomic_path
+    from .volume import is_nifti_path, paths_file, require_nibabel
 
     out = Path(args.out)
-    if out.suffix != ".npy":
-        raise CLIError(f"--out must end in .npy, got {out}")
+    nifti = is_nifti_path(out)  # format from the suffix: .nii/.nii.gz go to brain space
+    if out.suffix != ".npy" and not nifti:
+        raise CLIError(f"--out must end in .npy, .nii or .nii.gz, got {out}")
+    if nifti:
+        require_nibabel()
     _check_writable(out)
     stimulus, labels = collect_images(args.images)
     berg = _berg(args)
@@ -109,15 +116,66 @@ def cmd_encode(args: argparse.Namespace) -> int:
         DEFAULT_MODEL_ID, args.subject, {"roi": args.roi}, args.device, args.precision
     )
     responses = berg.encode(model, stimulus, show_progress=not args.quiet)
-    with atomic_path(out) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, responses)
-    listing = out.with_suffix(".paths.txt")
+    if nifti:
+        from .brainspace import write_encode_nifti
+
+        write_encode_nifti(out, responses, berg, model)
+    else:
+        with atomic_path(out) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, responses)
+    listing = paths_file(out)
     with atomic_path(listing) as tmp:
         tmp.write_text("\n".join(labels) + "\n", encoding="utf-8")
     print(
         f"wrote {out} ({responses.shape[0]} images x {responses.shape[1]} voxels, "
         f"{model.provider.replace('ExecutionProvider', '')}) and {listing}"
+    )
+    return 0
+
+
+def cmd_volume(args: argparse.Namespace) -> int:
+    from .brainspace import check_output, volume_command
+
+    out = Path(args.out)
+    check_output(out, (".nii", ".nii.gz"))
+    _check_writable(out)
+    print(
+        volume_command(
+            args.input,
+            args.subject,
+            args.roi,
+            out,
+            fill=args.fill,
+            overlap=args.overlap,
+            berg_dir=args.berg_dir,
+            repo_id=args.repo_id,
+            revision=args.revision,
+        )
+    )
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .brainspace import FIGURE_SUFFIXES, check_output, plot_command
+
+    out = Path(args.out)
+    check_output(out, FIGURE_SUFFIXES)
+    _check_writable(out)
+    print(
+        plot_command(
+            args.input,
+            args.subject,
+            args.roi,
+            out,
+            image=args.image,
+            accuracy=args.accuracy,
+            view=args.view,
+            overlap=args.overlap,
+            berg_dir=args.berg_dir,
+            repo_id=args.repo_id,
+            revision=args.revision,
+        )
     )
     return 0
 
@@ -273,6 +331,16 @@ EXAMPLES = {
   berg-onnx encode a.jpg b.png --subject 2 --roi lateral --device cuda --out r.npy
   berg-onnx encode stimuli.npy --subject 1 --roi FFA-1 --batch-size 16 --out r.npy
   berg-onnx encode photos/ --subject 1 --roi V1 --berg-dir export_dir --out v1.npy""",
+    "volume": """examples:
+  berg-onnx volume experiment.zarr --subject 1 --roi V1 --out sub-01_V1.nii.gz
+  berg-onnx volume experiment.zarr --subject 1 --roi V1 V2 V3 hV4 --out early.nii.gz
+  berg-onnx volume experiment.zarr --subject 1 --roi early V1 --overlap last --out e.nii.gz
+  berg-onnx volume v1.npy --subject 1 --roi V1 --fill nan --out v1.nii.gz""",
+    "plot": """examples:
+  berg-onnx plot v1.npy --subject 1 --roi V1 --out v1.png           # mean over images
+  berg-onnx plot v1.nii.gz --subject 1 --roi V1 --image 3 --out img3.png
+  berg-onnx plot experiment.zarr --subject 2 --roi FFA-1 --view mosaic --out ffa.png
+  berg-onnx plot --accuracy --subject 1 --roi V1 --out v1_accuracy.png""",
     "list": """examples:
   berg-onnx list
   berg-onnx list --berg-dir export_dir""",
@@ -327,6 +395,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="responses .npy (paths list written beside it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_encode)
+
+    p = add("volume", "responses (a run store or encode output) as a NIfTI in the subject's space")
+    p.add_argument("input", help="run store (.zarr) or encode output (.npy, .nii, .nii.gz)")
+    p.add_argument("--subject", type=int, required=True)
+    p.add_argument("--roi", nargs="+", required=True, help="one ROI, or several of a store")
+    p.add_argument("--overlap", choices=["first", "last"], default=None, help=_OVERLAP_HELP)
+    p.add_argument("--fill", type=float, default=0.0, help="value outside the ROI, e.g. nan (0)")
+    p.add_argument("--out", required=True, help=".nii or .nii.gz (rows' paths written beside)")
+    p.set_defaults(func=cmd_volume)
+
+    p = add("plot", "draw responses on brain slices, or a model's accuracy (--accuracy)")
+    p.add_argument("input", nargs="?", help="encode output (.npy, .nii.gz) or run store (.zarr)")
+    p.add_argument("--subject", type=int, required=True)
+    p.add_argument("--roi", nargs="+", required=True)
+    p.add_argument("--image", type=int, default=None, help="row to show (default: the mean)")
+    p.add_argument("--view", choices=["ortho", "mosaic"], default="ortho")
+    p.add_argument("--overlap", choices=["first", "last"], default=None, help=_OVERLAP_HELP)
+    p.add_argument("--accuracy", action="store_true", help="ncsnr, explained variance, r2")
+    p.add_argument("--out", required=True, help="figure file: .png, .pdf or .svg")
+    p.set_defaults(func=cmd_plot)
 
     p = add("list", "list models, ROIs, voxel counts and what is cached")
     p.set_defaults(func=cmd_list)
