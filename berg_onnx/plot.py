@@ -91,7 +91,7 @@ _VIEWS = {0: "sagittal", 1: "coronal", 2: "axial"}
 _EDGES = {0: ("L", "R"), 1: ("P", "A"), 2: ("I", "S")}
 
 
-def _panel(ax, vol, mask, affine, box, axis: int, index: int, norm, cmap):
+def _panel(ax, vol, mask, affine, box, axis: int, index: int, norm, cmap, short: bool = False):
     """One slice (index along axis) with the ROI's projected footprint underneath."""
     from matplotlib.colors import ListedColormap
 
@@ -113,7 +113,8 @@ def _panel(ax, vol, mask, affine, box, axis: int, index: int, norm, cmap):
         values.T, origin="lower", extent=extent, cmap=cmap, norm=norm, interpolation="nearest"
     )
     world = affine[axis, 3] + affine[axis, axis] * index
-    ax.set_title(f"{_VIEWS[axis]}, {_AXES[axis]} = {world:.1f} mm", fontsize=10)
+    where = f"{_AXES[axis]} = {world:.1f} mm"
+    ax.set_title(where if short else f"{_VIEWS[axis]}, {where}", fontsize=9 if short else 10)
     ax.set_xlabel(f"{_AXES[h]} (mm)  {_EDGES[h][0]} \u2192 {_EDGES[h][1]}", fontsize=9)
     ax.set_ylabel(f"{_AXES[v]} (mm)", fontsize=9)
     ax.tick_params(labelsize=8)
@@ -178,12 +179,22 @@ def response_map(
         slices = np.flatnonzero(counts)
         if len(slices) > MOSAIC_SLICES:
             slices = slices[np.linspace(0, len(slices) - 1, MOSAIC_SLICES).round().astype(int)]
-        cols = int(np.ceil(np.sqrt(len(slices))))
-        rows = -(-len(slices) // cols)
-        fig = Figure(figsize=(2.6 * cols + 1.2, 2.6 * rows + 0.8), dpi=100, layout="constrained")
-        axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
+        k = len(slices)
+        spans = [abs(affine[a, a]) * (box[a][1] - box[a][0]) for a in (0, 1)]
+        panel_w = 2.4
+        panel_h = float(np.clip(panel_w * spans[1] / spans[0], 0.6, 3.6))
+        # columns for a figure about 4:3 wide: cols * w ~ 4/3 * rows * (h + title)
+        cols = int(np.clip(round(np.sqrt(4 / 3 * k * (panel_h + 0.45) / panel_w)), 1, k))
+        rows = -(-k // cols)
+        size = (panel_w * cols + 1.4, (panel_h + 0.45) * rows + 0.8)
+        fig = Figure(figsize=size, dpi=100, layout="constrained")
+        grid = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
+        axes = grid.ravel()
         for ax, z in zip(axes, slices, strict=False):
-            im = _panel(ax, vol, union, affine, box, 2, int(z), norm, cmap)
+            im = _panel(ax, vol, union, affine, box, 2, int(z), norm, cmap, short=True)
+        for ax in axes:
+            ax.label_outer()
+        what += ", axial slices"
         for ax in axes[len(slices) :]:
             ax.set_visible(False)
     fig.colorbar(
