@@ -25,7 +25,7 @@ VIEWS = ("ortho", "mosaic")
 MARGIN = 3
 #: Mosaic: at most this many axial slices (evenly chosen among those holding the ROI).
 MOSAIC_SLICES = 20
-_FOOTPRINT = "#d4d4d4"  # the ROI on every slice, projected: where this slice lies in it
+_FOOTPRINT = "#cccccc"  # the ROI on every slice, projected: where this slice lies in it
 _BACKGROUND = "#f7f7f7"
 
 
@@ -94,6 +94,7 @@ _EDGES = {0: ("L", "R"), 1: ("P", "A"), 2: ("I", "S")}
 def _panel(ax, vol, mask, affine, box, axis: int, index: int, norm, cmap, short: bool = False):
     """One slice (index along axis) with the ROI's projected footprint underneath."""
     from matplotlib.colors import ListedColormap
+    from matplotlib.ticker import MaxNLocator
 
     h, v = [a for a in range(3) if a != axis]  # horizontal and vertical display axes
     take = [slice(*box[0]), slice(*box[1]), slice(*box[2])]
@@ -118,6 +119,8 @@ def _panel(ax, vol, mask, affine, box, axis: int, index: int, norm, cmap, short:
     ax.set_xlabel(f"{_AXES[h]} (mm)  {_EDGES[h][0]} \u2192 {_EDGES[h][1]}", fontsize=9)
     ax.set_ylabel(f"{_AXES[v]} (mm)", fontsize=9)
     ax.tick_params(labelsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(5, integer=True))
     return im
 
 
@@ -200,7 +203,8 @@ def response_map(
     fig.colorbar(
         im,
         ax=list(np.atleast_1d(axes)),
-        shrink=0.85,
+        shrink=0.85 if len(axes) <= 6 else 0.5,
+        aspect=25,
         label=units,
         extend="both" if clipped else "neither",
     )
@@ -238,6 +242,8 @@ def accuracy(metadata: Any, *, subject: int | None = None, roi: str | None = Non
             f"metadata arrays disagree in length: ncsnr {ncsnr.size}, r2 {r2.size}, "
             f"noise_ceiling {nc.size}, explained_variance {ev.size}"
         )
+    from matplotlib.ticker import MaxNLocator
+
     nc, nc_label = _noise_ceiling_fraction(r2, nc)
     fig = Figure(figsize=(13, 4.2), dpi=100, layout="constrained")
     a, b, c = fig.subplots(1, 3)
@@ -260,6 +266,8 @@ def accuracy(metadata: Any, *, subject: int | None = None, roi: str | None = Non
     b.set_title(f"explained variance (mean {mean_ev:.1f}% of the noise ceiling)", fontsize=10)
     b.set_xlabel("explained variance (% of noise ceiling)")
     b.set_ylabel("voxels")
+    for ax in (a, b):
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
     points = c.scatter(nc, r2, c=ncsnr, s=8, cmap="viridis", alpha=0.8, linewidths=0)
     top = float(np.nanmax([np.nanmax(nc), np.nanmax(r2), 1e-3])) * 1.05
