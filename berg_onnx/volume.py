@@ -81,6 +81,8 @@ def _fmri(metadata: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
             f"{what}: fmri.roi_mask_volume must be a 3-D bool array, got "
             f"{mask.dtype} of shape {mask.shape}"
         )
+    if not mask.any():
+        raise InvalidParameterError(f"{what}: fmri.roi_mask_volume has no True voxel")
     if affine.shape != (4, 4) or not np.isfinite(affine).all():
         raise InvalidParameterError(
             f"{what}: fmri.fmri_affine must be a finite (4, 4) array, got shape {affine.shape}"
@@ -228,7 +230,10 @@ def prepare(responses: Any, metadata: Any, overlap: Any = None) -> tuple[_Layout
         raise InvalidParameterError(f"every ROI needs the same number of images, got {counts}")
     if len({np.ndim(v) for v in views}) > 1:
         raise InvalidParameterError("give every ROI's responses as (N, nv), or every one as (nv,)")
-    return lay, views, next(iter(counts.values()))
+    n = next(iter(counts.values()))
+    if n == 0:
+        raise InvalidParameterError("responses hold no images (shape (0, nv)); give at least one")
+    return lay, views, n
 
 
 def volumes(views: list[Any], lay: _Layout, lo: int, hi: int, fill: float) -> np.ndarray:

@@ -189,6 +189,11 @@ def test_shapes_and_metadata_are_validated(meta, encoded):
         to_nifti(encoded["lateral"], m)
     with pytest.raises(InvalidParameterError, match=r"shape \(N, 60\)"):
         to_nifti(r[None], m)
+    with pytest.raises(InvalidParameterError, match="no images"):
+        to_nifti(r[:0], m)
+    empty = {"fmri": {**m["fmri"], "roi_mask_volume": np.zeros(SHAPE, dtype=bool)}}
+    with pytest.raises(InvalidParameterError, match="no True voxel"):
+        to_nifti(r[0, :0], empty)
     with pytest.raises(InvalidParameterError, match="numeric array"):
         to_nifti(np.array(["a"] * 60), m)
     with pytest.raises(InvalidParameterError, match="roi_mask_volume"):
