@@ -186,6 +186,10 @@ def load_responses(
         raise InvalidParameterError(
             f"{path} holds one ROI's responses; give one --roi (several ROIs come from a run store)"
         )
+    if not (is_nifti_path(path) or path.suffix.lower() == ".npy"):
+        raise InvalidParameterError(
+            f"{path}: give an encode output (.npy, .nii, .nii.gz) or a run store (.zarr)"
+        )
     if not path.is_file():
         raise ModelNotFoundError(f"no such file: {path}")
     berg = make_berg(None, berg_dir, repo_id, revision)
@@ -193,15 +197,11 @@ def load_responses(
     meta = berg.get_model_metadata(DEFAULT_MODEL_ID, subject, roi)
     if is_nifti_path(path):
         rows = from_nifti(path, meta)
-    elif path.suffix.lower() == ".npy":
+    else:
         try:
             rows = np.load(path, mmap_mode="r", allow_pickle=False)
         except ValueError as e:
             raise InvalidParameterError(f"{path} is not a plain numpy array: {e}") from None
-    else:
-        raise InvalidParameterError(
-            f"{path}: give an encode output (.npy, .nii, .nii.gz) or a run store (.zarr)"
-        )
     labels = _labels(paths_file(path), np.shape(rows))
     return Loaded({roi: rows}, {roi: meta}, labels, DEFAULT_MODEL_ID)
 
@@ -320,6 +320,7 @@ def plot_command(
         name = None
         if image is not None and loaded.labels is not None and 0 <= image < len(loaded.labels):
             name = Path(loaded.labels[image]).name
+            name = None if name == str(image) else name  # an array input's rows are "0", "1", ...
         fig = plot.response_map(
             responses,
             metadata,

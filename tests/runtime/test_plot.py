@@ -13,8 +13,8 @@ pytest.importorskip("matplotlib")
 pytest.importorskip("nibabel")
 
 from berg_onnx import BERG  # noqa: E402
-from berg_onnx.errors import InvalidParameterError, ResourceError  # noqa: E402
-from berg_onnx.plot import accuracy, require_matplotlib, response_map  # noqa: E402
+from berg_onnx.errors import InvalidParameterError  # noqa: E402
+from berg_onnx.plot import accuracy, response_map  # noqa: E402
 from berg_onnx.volume import save_nifti, to_nifti  # noqa: E402
 
 
@@ -142,13 +142,6 @@ def test_accuracy_figure(meta, tmp_path):
         accuracy({"fmri": {}})
 
 
-def test_missing_matplotlib_names_the_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    with pytest.raises(ResourceError, match=r'pip install "berg-onnx\[viz\]"'):
-        require_matplotlib()
-
-
-# -- CLI ------------------------------------------------------------------------------
 def _png_ok(path, size):
     pixels = np.asarray(Image.open(path).convert("RGB"))
     assert pixels.shape[:2] == size[::-1]

@@ -12,11 +12,10 @@ import pytest
 nib = pytest.importorskip("nibabel")
 
 from berg_onnx import BERG  # noqa: E402
-from berg_onnx.errors import InvalidParameterError, ModelLoadError, ResourceError  # noqa: E402
+from berg_onnx.errors import InvalidParameterError, ModelLoadError  # noqa: E402
 from berg_onnx.volume import (  # noqa: E402
     from_nifti,
     paths_file,
-    require_nibabel,
     save_nifti,
     to_nifti,
 )
@@ -205,12 +204,6 @@ def test_shapes_and_metadata_are_validated(meta, encoded):
         from_nifti(other, m)
     with pytest.raises(InvalidParameterError, match=r"\.nii or \.nii\.gz"):
         save_nifti(Path("r.npy"), r, m)
-
-
-def test_missing_nibabel_names_the_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "nibabel", None)  # what an absent package looks like
-    with pytest.raises(ResourceError, match=r'pip install "berg-onnx\[viz\]"'):
-        require_nibabel()
 
 
 def test_paths_file_names():
