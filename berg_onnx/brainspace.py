@@ -226,12 +226,29 @@ def _only(loaded: Loaded) -> tuple[Any, Any]:
     return loaded.responses, loaded.metadata
 
 
-def write_encode_nifti(out: Path, responses: np.ndarray, berg: Any, model: Any) -> None:
-    """encode --out r.nii.gz: the (N, nv) responses as a 4-D NIfTI in the subject's space."""
+def write_encode_nifti(
+    out: Path, responses: np.ndarray, labels: Sequence[str], berg: Any, model: Any
+) -> Path:
+    """encode --out r.nii.gz: the (N, nv) responses as a 4-D NIfTI + r.paths.txt (row order).
+
+    The listing is written first and the volume last, each atomically, so a
+    volume on disk always has its listing beside it. Returns the listing's path.
+    """
     meta = berg.get_model_metadata(model.model_id, model.subject, model.roi)
-    save_nifti(
-        out, responses, meta, description=_description(model.model_id, model.subject, [model.roi])
-    )
+    listing = write_listing(out, labels)
+    description = _description(model.model_id, model.subject, [model.roi])
+    save_nifti(out, responses, meta, description=description)
+    return listing
+
+
+def write_listing(out: Path, labels: Sequence[str]) -> Path:
+    """The row labels, one per line, beside ``out`` (r.nii.gz -> r.paths.txt)."""
+    from .fileio import atomic_path
+
+    listing = paths_file(out)
+    with atomic_path(listing) as tmp:
+        tmp.write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
+    return listing
 
 
 def check_output(out: Path, suffixes: Sequence[str]) -> None:
@@ -268,12 +285,7 @@ def volume_command(
     n = np.shape(next(iter(loaded.responses.values())))[0]
     written = [out]
     if loaded.labels is not None:
-        from .fileio import atomic_path
-
-        listing = paths_file(out)
-        with atomic_path(listing) as tmp:
-            tmp.write_text("\n".join(loaded.labels) + "\n", encoding="utf-8")
-        written.append(listing)
+        written.append(write_listing(out, loaded.labels))
     return (
         f"wrote {' and '.join(map(str, written))} ({n} images, ROIs {', '.join(loaded.responses)})"
     )

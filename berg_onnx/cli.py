@@ -116,17 +116,17 @@ def cmd_encode(args: argparse.Namespace) -> int:
         DEFAULT_MODEL_ID, args.subject, {"roi": args.roi}, args.device, args.precision
     )
     responses = berg.encode(model, stimulus, show_progress=not args.quiet)
-    if nifti:
+    if nifti:  # the NIfTI and its listing (brainspace.py)
         from .brainspace import write_encode_nifti
 
-        write_encode_nifti(out, responses, berg, model)
+        listing = write_encode_nifti(out, responses, labels, berg, model)
     else:
         with atomic_path(out) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, responses)
-    listing = paths_file(out)
-    with atomic_path(listing) as tmp:
-        tmp.write_text("\n".join(labels) + "\n", encoding="utf-8")
+        listing = paths_file(out)
+        with atomic_path(listing) as tmp:
+            tmp.write_text("\n".join(labels) + "\n", encoding="utf-8")
     print(
         f"wrote {out} ({responses.shape[0]} images x {responses.shape[1]} voxels, "
         f"{model.provider.replace('ExecutionProvider', '')}) and {listing}"
