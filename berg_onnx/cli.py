@@ -34,6 +34,9 @@ ORT_FLAVOURS = (
 )
 
 
+_OVERLAP_HELP = "which of several overlapping ROIs wins (default: refuse overlaps)"
+
+
 class CLIError(Exception):
     """A user error the CLI reports as one line."""
 
@@ -93,19 +96,29 @@ def collect_images(args: argparse.Namespace) -> tuple[Any, list[str], list[Path]
     return stimulus, [str(p) for p in scan.files], list(scan.files)
 
 
-def write_output(out: Path, responses: np.ndarray, labels: list[str]) -> str:
-    """Write the responses to ``out`` by its suffix (.npy + .paths.txt); what was written."""
-    from .outputs import write_responses
+def write_output(out: Path, responses: np.ndarray, labels: list[str], berg, model) -> str:
+    """Write the responses by ``out``'s suffix (.npy, or a NIfTI in the subject's space) and
+    the .paths.txt beside it, as one pair (outputs.py); returns what was written."""
+    from .outputs import is_nifti_path, write_responses
 
-    listing = write_responses(out, responses, labels)
+    write = None
+    if is_nifti_path(out):
+        from .brainspace import nifti_writer
+
+        write = nifti_writer(out, berg, model)
+    listing = write_responses(out, responses, labels, write=write)
     return f"{out} and {listing}"
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from .outputs import RESPONSE_SUFFIXES, check_output
+    from .outputs import RESPONSE_SUFFIXES, check_output, is_nifti_path
 
     out = Path(args.out)
     check_output(out, RESPONSE_SUFFIXES)  # before any work; again below against the inputs
+    if is_nifti_path(out):
+        from .volume import require_nibabel
+
+        require_nibabel()
     spec = load_catalog().model(DEFAULT_MODEL_ID)
     spec.check_subject(args.subject)  # argument errors before scanning folders
     spec.check_roi(args.roi)
@@ -125,7 +138,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         if not len(keep):
             raise CLIError(f"none of the {len(labels)} images could be read; nothing written")
         responses, labels = responses[keep], [labels[i] for i in keep]
-    written = write_output(out, responses, labels)
+    written = write_output(out, responses, labels, berg, model)
     skipped = f", {len(failures)} skipped" if failures else ""
     for note in args.notes:
         _note(args, note)
@@ -178,6 +191,52 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{args.out}: {report.n_images} images x {len(report.models)} models, {state} "
         f"({report.chunks_written} chunks written, {report.chunks_already_complete} already "
         f"complete, {report.seconds:.1f} s)"
+    )
+    return 0
+
+
+def cmd_volume(args: argparse.Namespace) -> int:
+    from .brainspace import volume_command
+    from .outputs import NIFTI_SUFFIXES, check_output
+
+    out = Path(args.out)
+    check_output(out, NIFTI_SUFFIXES)  # before any work
+    print(
+        volume_command(
+            args.input,
+            args.subject,
+            args.roi,
+            out,
+            fill=args.fill,
+            overlap=args.overlap,
+            berg_dir=args.berg_dir,
+            repo_id=args.repo_id,
+            revision=args.revision,
+        )
+    )
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .brainspace import FIGURE_SUFFIXES, plot_command
+    from .outputs import check_output
+
+    out = Path(args.out)
+    check_output(out, FIGURE_SUFFIXES)  # before any work
+    print(
+        plot_command(
+            args.input,
+            args.subject,
+            args.roi,
+            out,
+            image=args.image,
+            accuracy=args.accuracy,
+            view=args.view,
+            overlap=args.overlap,
+            berg_dir=args.berg_dir,
+            repo_id=args.repo_id,
+            revision=args.revision,
+        )
     )
     return 0
 
@@ -359,6 +418,16 @@ EXAMPLES = {
   berg-onnx run stimuli.npy --subjects all --rois all --out grid.zarr --device cuda
   berg-onnx run photos/ --subjects 1 --rois all --out experiment.zarr   # again: resumes
   berg-onnx run photos/ --subjects all --rois all --out g.zarr --engine ray --ray-address H:6379""",
+    "volume": """examples:
+  berg-onnx volume experiment.zarr --subject 1 --roi V1 --out sub-01_V1.nii.gz
+  berg-onnx volume experiment.zarr --subject 1 --roi V1 V2 V3 hV4 --out early.nii.gz
+  berg-onnx volume experiment.zarr --subject 1 --roi early V1 --overlap last --out e.nii.gz
+  berg-onnx volume v1.npy --subject 1 --roi V1 --fill nan --out v1.nii.gz""",
+    "plot": """examples:
+  berg-onnx plot v1.npy --subject 1 --roi V1 --out v1.png           # mean over images
+  berg-onnx plot v1.nii.gz --subject 1 --roi V1 --image 3 --out img3.png
+  berg-onnx plot experiment.zarr --subject 2 --roi FFA-1 --view mosaic --out ffa.png
+  berg-onnx plot --accuracy --subject 1 --roi V1 --out v1_accuracy.png""",
     "list": """examples:
   berg-onnx list
   berg-onnx list --berg-dir export_dir""",
@@ -460,6 +529,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", help="HOST:PORT (default: $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--ray-actors", type=int, default=None, help="actors per model group")
     p.set_defaults(func=cmd_run)
+    p = add("volume", "responses (a run store or encode output) as a NIfTI in the subject's space")
+    p.add_argument("input", help="run store (.zarr) or encode output (.npy, .nii, .nii.gz)")
+    p.add_argument("--subject", type=int, required=True)
+    p.add_argument("--roi", nargs="+", required=True, help="one ROI, or several of a store")
+    p.add_argument("--overlap", choices=["first", "last"], default=None, help=_OVERLAP_HELP)
+    p.add_argument("--fill", type=float, default=0.0, help="value outside the ROI, e.g. nan (0)")
+    p.add_argument("--out", required=True, help=".nii or .nii.gz (rows' paths written beside)")
+    p.set_defaults(func=cmd_volume)
+
+    p = add("plot", "draw responses on brain slices, or a model's accuracy (--accuracy)")
+    p.add_argument("input", nargs="?", help="encode output (.npy, .nii.gz) or run store (.zarr)")
+    p.add_argument("--subject", type=int, required=True)
+    p.add_argument("--roi", nargs="+", required=True)
+    p.add_argument("--image", type=int, default=None, help="row to show (default: the mean)")
+    p.add_argument("--view", choices=["ortho", "mosaic"], default="ortho")
+    p.add_argument("--overlap", choices=["first", "last"], default=None, help=_OVERLAP_HELP)
+    p.add_argument("--accuracy", action="store_true", help="ncsnr, explained variance, r2")
+    p.add_argument("--out", required=True, help="figure file: .png, .pdf or .svg")
+    p.set_defaults(func=cmd_plot)
 
     p = add("list", "list models, ROIs, voxel counts and what is cached")
     p.set_defaults(func=cmd_list)

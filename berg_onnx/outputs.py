@@ -1,8 +1,8 @@
 """Writing encode results: responses + the row listing, as one pair; output-path checks.
 
-``write_responses(out, responses, labels)`` writes ``out`` (``.npy``) and its
-listing ``out.paths.txt`` (one line per row, in row order) so that they are
-never mixed:
+``write_responses(out, responses, labels)`` writes ``out`` (``.npy``, or a
+NIfTI through a writer from brainspace.py) and its listing ``out.paths.txt``
+(one line per row, in row order) so that they are never mixed:
 
 1. both are written in full to temporary files beside them (and flushed to disk);
 2. an existing ``out`` is removed;
@@ -24,8 +24,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -34,12 +35,24 @@ from .fileio import _umask
 
 _ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r"}
 _UNESCAPES = {"\\": "\\", "n": "\n", "r": "\r"}
+#: NIfTI file names (volume.py writes them).
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: Output kinds ``encode --out`` writes, by suffix.
-RESPONSE_SUFFIXES = (".npy",)
+RESPONSE_SUFFIXES = (".npy", *NIFTI_SUFFIXES)
+
+
+def is_nifti_path(path: str | os.PathLike[str]) -> bool:
+    """True for file names ending in .nii or .nii.gz (any case)."""
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
 def listing_path(out: Path) -> Path:
-    """``r.npy`` -> ``r.paths.txt``: the row listing written beside the responses."""
+    """``r.npy``, ``r.nii``, ``r.nii.gz`` -> ``r.paths.txt``: the row listing beside them."""
+    out = Path(out)
+    name = out.name
+    for suffix in (".nii.gz", ".nii", ".npy"):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return out.with_name(name[: -len(suffix)] + ".paths.txt")
     return out.with_suffix(".paths.txt")
 
 
@@ -72,6 +85,11 @@ def read_listing(path: str | os.PathLike[str]) -> list[str]:
     return [unescape_label(line) for line in text.split("\n")[:-1]]
 
 
+def _alternatives(words: Sequence[str]) -> str:
+    """("a",) -> "a"; ("a", "b", "c") -> "a, b or c"."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
 def check_output(out: Path, suffixes: Sequence[str], inputs: Iterable[Path] = ()) -> None:
     """Fail before any work: right suffix, folder exists and is writable, not an input.
 
@@ -83,13 +101,13 @@ def check_output(out: Path, suffixes: Sequence[str], inputs: Iterable[Path] = ()
     name = out.name.lower()
     if not any(name.endswith(s) and name != s for s in suffixes):
         raise InvalidParameterError(
-            f"--out must end in {' or '.join(suffixes)} (a file name), got {out}"
+            f"--out must end in {_alternatives(suffixes)} (a file name), got {out}"
         )
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise InvalidParameterError(f"output folder does not exist: {parent}")
     targets = {os.path.realpath(out)}
-    if out.suffix == ".npy":
+    if name.endswith(RESPONSE_SUFFIXES):
         listing = listing_path(out)
         if listing.is_dir():
             raise InvalidParameterError(f"{listing} (the row listing of --out) is a folder")
@@ -110,10 +128,24 @@ def check_output(out: Path, suffixes: Sequence[str], inputs: Iterable[Path] = ()
         ) from None
 
 
-def write_responses(out: Path, responses: np.ndarray, labels: Sequence[str]) -> Path:
-    """Write ``out`` and its listing as a pair (see module docstring); returns the listing."""
+def write_responses(
+    out: Path,
+    responses: Any,
+    labels: Sequence[str],
+    write: Callable[[BinaryIO, Any], None] | None = None,
+) -> Path:
+    """Write ``out`` and its listing as a pair (see module docstring); returns the listing.
+
+    ``write(f, responses)`` writes the data to an open binary file; the default
+    is ``np.save`` (NIfTI writers come from brainspace.py).
+    """
     if len(labels) != len(responses):
         raise ValueError(f"{len(labels)} labels for {len(responses)} rows")
+    return write_pair(out, labels, lambda f: (write or np.save)(f, responses))
+
+
+def write_pair(out: Path, labels: Sequence[str], write_data: Callable[[BinaryIO], None]) -> Path:
+    """``out`` (written by ``write_data``) and its listing of ``labels``, as one pair."""
     listing = listing_path(out)
     body = encode_listing(labels)
     temps: list[str] = []
@@ -125,7 +157,7 @@ def write_responses(out: Path, responses: np.ndarray, labels: Sequence[str]) -> 
             temps.append(tmp)
             with os.fdopen(fd, "wb") as f:
                 if target is out:
-                    np.save(f, responses)
+                    write_data(f)
                 else:
                     f.write(body)
                 f.flush()
