@@ -200,6 +200,15 @@ function globalScale() {
 }
 
 function drawHistogram(canvas, r, scale) {
+  // Drawn at the size the canvas is shown at, so the labels stay sharp.
+  const dpr = globalThis.devicePixelRatio || 1;
+  canvas.width = Math.round((canvas.clientWidth || 300) * dpr);
+  canvas.height = Math.round(64 * dpr);
+  canvas.getContext("2d").setTransform(dpr, 0, 0, dpr, 0, 0);
+  drawBars(canvas.getContext("2d"), canvas.width / dpr, canvas.height / dpr, r, scale);
+}
+
+function drawBars(ctx, w, height, r, scale) {
   const bins = 31;
   const counts = new Array(bins).fill(0);
   for (const v of r) {
@@ -207,10 +216,8 @@ function drawHistogram(canvas, r, scale) {
     counts[Math.min(Math.max(b, 0), bins - 1)]++;
   }
   const max = Math.max(...counts);
-  const ctx = canvas.getContext("2d");
-  const w = canvas.width;
-  const h = canvas.height - 14;
-  ctx.clearRect(0, 0, w, canvas.height);
+  const h = height - 14;
+  ctx.clearRect(0, 0, w, height);
   const bw = w / bins;
   counts.forEach((c, i) => {
     const t = ((i + 0.5) / bins) * 2 - 1;
@@ -229,11 +236,11 @@ function drawHistogram(canvas, r, scale) {
   ctx.font = "10px system-ui, sans-serif";
   ctx.textBaseline = "bottom";
   ctx.textAlign = "left";
-  ctx.fillText(`−${scale.toFixed(2)}`, 0, canvas.height);
+  ctx.fillText(`−${scale.toFixed(2)}`, 0, height);
   ctx.textAlign = "center";
-  ctx.fillText("0", w / 2, canvas.height);
+  ctx.fillText("0", w / 2, height);
   ctx.textAlign = "right";
-  ctx.fillText(`+${scale.toFixed(2)}`, w, canvas.height);
+  ctx.fillText(`+${scale.toFixed(2)}`, w, height);
 }
 
 function card(result, index, scale) {
@@ -253,10 +260,9 @@ function card(result, index, scale) {
       <div class="nums">mean <span class="mean">${mean.toFixed(4)}</span> · sd ${sd.toFixed(4)}</div>
       <div class="nums">min ${lo.toFixed(3)} · max ${hi.toFixed(3)}</div>
     </div>
-    <canvas class="hist" width="220" height="64"></canvas>`;
+    <canvas class="hist" height="64"></canvas>`;
   el.querySelector("img").src = result.url;
   el.querySelector(".name").textContent = result.name;
-  drawHistogram(el.querySelector("canvas"), result.responses, scale);
   el.addEventListener("click", () => {
     state.selected = index;
     render();
@@ -334,14 +340,16 @@ function renderBrain(scale) {
     ctx.fillStyle = css(diverging((i / (legend.width - 1)) * 2 - 1));
     ctx.fillRect(i, 0, 1, legend.height);
   }
-  $("legend-text").textContent = `−${scale.toFixed(2)} … 0 … +${scale.toFixed(2)} (z-scored response); grey: outside the ROI`;
+  $("legend-text").textContent = `−${scale.toFixed(2)} … 0 … +${scale.toFixed(2)} (z-scored response); dark: outside the ROI`;
 }
 
 function render() {
   const scale = globalScale();
   renderSummary();
   renderBrain(scale);
-  $("results").replaceChildren(...state.results.map((r, i) => card(r, i, scale)).reverse());
+  const cards = state.results.map((r, i) => card(r, i, scale));
+  $("results").replaceChildren(...[...cards].reverse()); // newest first
+  cards.forEach((el, i) => drawHistogram(el.querySelector("canvas"), state.results[i].responses, scale));
 }
 
 // ---------- start ----------
