@@ -100,13 +100,13 @@ async function chooseModel() {
   const roi = $("roi").value;
   const precision = $("precision").value || "fp32";
   setState("loading", `loading sub-${String(subject).padStart(2, "0")} ${roi}…`);
-  const t0 = performance.now();
   const model = await loadModel(state.base, { subject, roi, precision, threads });
-  state.sessionMs = performance.now() - t0;
+  state.sessionMs = model.timings.sessionMs;
+  state.filesMs = model.timings.filesMs;
   await state.model?.release();
   state.model = model;
   state.mask = await maskOf(model);
-  setState("ready", `${roi}: ${model.nVoxels} voxels, ready (${state.sessionMs.toFixed(0)} ms)`);
+  setState("ready", `${roi}: ${model.nVoxels} voxels, ready`);
   if (state.images.length) await encodeAll(state.images, true);
 }
 
@@ -282,7 +282,7 @@ function renderSummary() {
   el.hidden = n === 0;
   if (!n) return;
   const ms = state.results.map((r) => r.ms);
-  el.innerHTML = `<b>${n}</b> image${n > 1 ? "s" : ""} · <b id="median-ms">${median(ms).toFixed(1)}</b> ms per image (median; min ${Math.min(...ms).toFixed(1)}, resize included) · session ${state.sessionMs.toFixed(0)} ms · ${state.model.roi}, sub-${String(state.model.subject).padStart(2, "0")}, ${state.model.nVoxels} voxels, ${state.model.precision}`;
+  el.innerHTML = `<b>${n}</b> image${n > 1 ? "s" : ""} · <b id="median-ms">${median(ms).toFixed(1)}</b> ms per image (median; min ${Math.min(...ms).toFixed(1)}, resize included) · model files ${state.filesMs.toFixed(0)} ms + session ${state.sessionMs.toFixed(0)} ms · ${state.model.roi}, sub-${String(state.model.subject).padStart(2, "0")}, ${state.model.nVoxels} voxels, ${state.model.precision}`;
 }
 
 function renderBrain(scale) {

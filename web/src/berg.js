@@ -62,7 +62,8 @@ function onnxEntry(entry, precision) {
  *   (1, as berg_onnx on CPU; int8 responses depend on the batch, its quantisation is dynamic).
  */
 export async function loadModel(baseUrl, options = {}) {
-  const { subject, roi, precision = "fp32", modelId = DEFAULT_MODEL_ID } = options;
+  const { roi, precision = "fp32", modelId = DEFAULT_MODEL_ID } = options;
+  const subject = /^\d+$/.test(String(options.subject)) ? Number(options.subject) : options.subject;
   const batchSize = options.batchSize ?? 1;
   if (!Number.isInteger(subject) || subject < 1) {
     throw new RangeError(`subject must be a positive integer (1-8), got ${JSON.stringify(subject)}`);
@@ -74,6 +75,7 @@ export async function loadModel(baseUrl, options = {}) {
     throw new RangeError(`batchSize must be a positive integer, got ${JSON.stringify(batchSize)}`);
   }
   const base = baseOf(baseUrl);
+  const t0 = performance.now();
   const manifest = await fetchManifest(base);
   const key = modelKey(modelId, subject, roi);
   const entry = manifest.models[key];
@@ -89,6 +91,7 @@ export async function loadModel(baseUrl, options = {}) {
     }
     ort.env.wasm.numThreads = options.threads;
   }
+  const t1 = performance.now();
   let session;
   try {
     session = await ort.InferenceSession.create(bytes, {
@@ -98,11 +101,13 @@ export async function loadModel(baseUrl, options = {}) {
   } catch (e) {
     throw new ModelLoadError(`${file.name} is not a usable ONNX model: ${e.message ?? e}`);
   }
-  return new EncodingModel({ session, entry, base, precision, batchSize });
+  // Where loading time went: manifest + model file (download or cache, sha256), then session.
+  const timings = { filesMs: t1 - t0, sessionMs: performance.now() - t1 };
+  return new EncodingModel({ session, entry, base, precision, batchSize, timings });
 }
 
 class EncodingModel {
-  constructor({ session, entry, base, precision, batchSize }) {
+  constructor({ session, entry, base, precision, batchSize, timings }) {
     this.session = session;
     this.entry = entry;
     this.base = base;
@@ -112,6 +117,7 @@ class EncodingModel {
     this.precision = precision;
     this.nVoxels = entry.nv;
     this.batchSize = batchSize;
+    this.timings = timings;
     this._metadata = null;
   }
 

@@ -27,7 +27,8 @@ export function baseOf(baseUrl) {
   if (typeof baseUrl !== "string" || baseUrl === "") {
     throw new TypeError("loadModel: baseUrl must be the URL of an export folder (manifest.json)");
   }
-  const withSlash = baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`;
+  const folder = baseUrl.replace(/manifest\.json([?#].*)?$/, ""); // the manifest's URL works too
+  const withSlash = folder.endsWith("/") ? folder : `${folder}/`;
   return new URL(withSlash, globalThis.location?.href).href;
 }
 

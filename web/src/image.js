@@ -15,6 +15,27 @@ export function compositeOnWhite(v, a) {
   return num - 255 * q > 127 ? q + 1 : q;
 }
 
+/** Other arrays of integers 0-255 (an Array, an Int32Array...) as a Uint8Array; never rescaled. */
+function asBytes(data) {
+  const isArray = Array.isArray(data) || (ArrayBuffer.isView(data) && !(data instanceof DataView));
+  if (!isArray || data instanceof BigInt64Array || data instanceof BigUint64Array) {
+    throw new TypeError(
+      "expected data as a Uint8Array or Uint8ClampedArray of interleaved 0-255 pixels " +
+        `(canvas ImageData.data), got ${Object.prototype.toString.call(data)}`,
+    );
+  }
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i];
+    if (!Number.isInteger(v) || v < 0 || v > 255) {
+      throw new RangeError(
+        `data[${i}] is ${v}; expected integers 0-255 (images in [0, 1] must be converted by ` +
+          "the caller, e.g. Math.round(v * 255); nothing is rescaled silently)",
+      );
+    }
+  }
+  return Uint8Array.from(data);
+}
+
 /**
  * Validate {data, width, height, channels} and return planar uint8 (3, H, W).
  * Throws a TypeError/RangeError that says what was expected.
@@ -23,7 +44,8 @@ export function toPlanarRGB(image) {
   if (image === null || typeof image !== "object") {
     throw new TypeError("expected an image {data, width, height, channels}");
   }
-  const { data, width, height } = image;
+  const { width, height } = image;
+  let { data } = image;
   if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1) {
     throw new RangeError(`expected integer width and height >= 1, got ${width}x${height}`);
   }
@@ -33,10 +55,7 @@ export function toPlanarRGB(image) {
     throw new RangeError(`expected channels 3 (RGB) or 4 (RGBA), got ${channels}`);
   }
   if (!(data instanceof Uint8Array || data instanceof Uint8ClampedArray)) {
-    throw new TypeError(
-      "expected data as a Uint8Array or Uint8ClampedArray of interleaved 0-255 pixels " +
-        `(canvas ImageData.data), got ${Object.prototype.toString.call(data)}`,
-    );
+    data = asBytes(data);
   }
   const n = width * height;
   if (data.length !== n * channels) {

@@ -67,7 +67,8 @@ test("unknown models, precisions and bad options say what exists", async () => {
   await assert.rejects(loadModel(ref.base, { subject: 1, roi: "V1", precision: "fp16" }), /'fp32' or 'int8'/);
   await assert.rejects(loadModel(ref.base, { subject: 0, roi: "V1" }), /subject must be a positive integer/);
   await assert.rejects(loadModel(`${ref.base}missing/`, { subject: 1, roi: "V1" }), /cannot fetch .*manifest\.json: HTTP 404/);
-  const model = await loadModel(ref.base, { subject: 1, roi: "V1" });
+  const model = await loadModel(`${ref.base}manifest.json`, { subject: "1", roi: "V1" }); // lenient
+  assert.equal(model.subject, 1);
   await assert.rejects(model.encode([]), /non-empty array/);
   await assert.rejects(model.encode([{ data: new Uint8Array(3), width: 2, height: 2, channels: 3 }]), /image 0: data has 3 values/);
   await model.release();

@@ -70,7 +70,11 @@ test("RGBA: channels 4, alpha composited (opaque = RGB); channels inferred", () 
 
 test("bad images are refused with a message saying what was expected", () => {
   assert.throws(() => resizeExact({ data: new Uint8Array(10), width: 2, height: 2, channels: 3 }), /width\*height\*channels/);
-  assert.throws(() => resizeExact({ data: new Float32Array(12), width: 2, height: 2, channels: 3 }), /Uint8Array/);
+  assert.throws(() => resizeExact({ data: new Float32Array(12).fill(0.5), width: 2, height: 2, channels: 3 }), /integers 0-255/);
+  assert.throws(() => resizeExact({ data: "pixels", width: 2, height: 2, channels: 3 }), /Uint8Array/);
+  // plain arrays of integers are taken as they are
+  const plain = Array.from({ length: 30 * 20 * 3 }, (_, i) => (i * 7) % 256);
+  assert.deepEqual(resizeExact({ data: plain, width: 30, height: 20, channels: 3 }), resizeExact({ data: Uint8Array.from(plain), width: 30, height: 20, channels: 3 }));
   assert.throws(() => resizeExact({ data: new Uint8Array(0), width: 0, height: 2, channels: 3 }), />= 1/);
   assert.throws(() => resizeExact({ data: new Uint8Array(8), width: 2, height: 2, channels: 2 }), /3 \(RGB\) or 4/);
 });
