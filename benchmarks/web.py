@@ -33,6 +33,8 @@ ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--disable-renderer-backgrounding",
+    "--disable-background-timer-throttling",
 ]
 READY = "['ready', 'error'].includes(document.body.dataset.state)"
 
@@ -60,24 +62,21 @@ def summary(values: list[float]) -> dict:
     return {"min": min(values), "median": statistics.median(values), "n": len(values)}
 
 
-def native(berg_dir: Path, roi: str, images: list[Path], threads: int, rounds: int) -> dict:
-    from PIL import Image
-
+def native_round(
+    berg_dir: Path, roi: str, arrays: list[np.ndarray], threads: int, out: dict
+) -> None:
+    """One round of berg_onnx: load (manifest, checks, sessions), then one image at a time."""
     from berg_onnx import BERG
 
-    arrays = [np.asarray(Image.open(p).convert("RGB")).transpose(2, 0, 1)[None] for p in images]
-    loads, per_image = [], []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        berg = BERG(berg_dir=berg_dir, threads=threads)
-        model = berg.get_encoding_model("fmri-nsd-fwrf", 1, {"roi": roi}, "cpu")
-        berg.encode(model, arrays[0])  # the single-image session is made on first use
-        loads.append((time.perf_counter() - t0) * 1e3)
-        for x in arrays:
-            t = time.perf_counter()
-            berg.encode(model, x)
-            per_image.append((time.perf_counter() - t) * 1e3)
-    return {"load_ms": summary(loads), "ms_per_image": summary(per_image)}
+    t0 = time.perf_counter()
+    berg = BERG(berg_dir=berg_dir, threads=threads)
+    model = berg.get_encoding_model("fmri-nsd-fwrf", 1, {"roi": roi}, "cpu")
+    berg.encode(model, arrays[0], show_progress=False)  # makes the single-image session
+    out["load"].append((time.perf_counter() - t0) * 1e3)
+    for x in arrays:
+        t = time.perf_counter()
+        berg.encode(model, x, show_progress=False)
+        out["ms"].append((time.perf_counter() - t) * 1e3)
 
 
 def renderer_rss_mb() -> float:
@@ -94,55 +93,74 @@ def renderer_rss_mb() -> float:
     return total / 2**20
 
 
-def browser(url: str, roi: str, images: list[Path], threads: int, rounds: int, pw) -> dict:
-    files_ms, session_ms, first, rest, memory, rss = [], [], [], [], [], []
+def browser_round(chromium, url: str, roi: str, images: list[Path], threads: int, out: dict):
+    """One round of the page in a fresh context (empty Cache Storage): load, then the images."""
+    context = chromium.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{url}?threads={threads}")
+        page.wait_for_function(READY, timeout=300_000)
+        if page.input_value("#roi") != roi:
+            page.select_option("#roi", roi)
+            page.wait_for_function(
+                f"bergPage.model && bergPage.model.roi === {json.dumps(roi)} && {READY}",
+                timeout=300_000,
+            )
+        if page.evaluate("document.body.dataset.state") != "ready":
+            raise RuntimeError(page.text_content("#error"))
+        timings, shown_threads = page.evaluate(
+            "[bergPage.model.timings, document.querySelector('#threads').value]"
+        )
+        assert int(shown_threads) == threads, (shown_threads, threads)
+        out["files"].append(timings["filesMs"])
+        out["session"].append(timings["sessionMs"])
+        page.set_input_files("#files", [str(p) for p in images])
+        page.wait_for_function(
+            f"document.querySelectorAll('.card').length === {len(images)} && {READY}",
+            timeout=600_000,
+        )
+        ms = page.evaluate("bergPage.results.map(r => r.ms)")
+        out["first"].append(ms[0])
+        out["ms"].extend(ms[1:])
+        memory = page.evaluate(
+            "performance.measureUserAgentSpecificMemory ? "
+            "performance.measureUserAgentSpecificMemory().then(m => m.bytes) : null"
+        )
+        if memory:
+            out["memory"].append(memory / 2**20)
+        out["rss"].append(renderer_rss_mb())
+    finally:
+        context.close()
+
+
+def compare(pw, url, berg_dir, roi, images, threads, rounds) -> dict:
+    """Native and browser rounds interleaved, so that the shared machine's drift hits both."""
+    from PIL import Image
+
+    arrays = [np.asarray(Image.open(p).convert("RGB")).transpose(2, 0, 1)[None] for p in images]
+    nat = {"load": [], "ms": []}
+    web = {k: [] for k in ("files", "session", "first", "ms", "memory", "rss")}
     chromium = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
     try:
         for _ in range(rounds):
-            context = chromium.new_context()
-            page = context.new_page()
-            page.goto(f"{url}?threads={threads}")
-            page.wait_for_function(READY, timeout=300_000)
-            if page.evaluate("document.body.dataset.state") != "ready":
-                raise RuntimeError(page.text_content("#error"))
-            if page.input_value("#roi") != roi:
-                page.select_option("#roi", roi)
-                page.wait_for_function(
-                    f"bergPage.model && bergPage.model.roi === {json.dumps(roi)} && {READY}"
-                )
-            timings, shown_threads = page.evaluate(
-                "[bergPage.model.timings, document.querySelector('#threads').value]"
-            )
-            assert int(shown_threads) == threads, (shown_threads, threads)
-            files_ms.append(timings["filesMs"])
-            session_ms.append(timings["sessionMs"])
-            page.set_input_files("#files", [str(p) for p in images])
-            page.wait_for_function(
-                f"document.querySelectorAll('.card').length === {len(images)} && {READY}",
-                timeout=600_000,
-            )
-            ms = page.evaluate("bergPage.results.map(r => r.ms)")
-            first.append(ms[0])
-            rest.extend(ms[1:])
-            memory.append(
-                page.evaluate(
-                    "performance.measureUserAgentSpecificMemory ? "
-                    "performance.measureUserAgentSpecificMemory().then(m => m.bytes) : null"
-                )
-            )
-            rss.append(renderer_rss_mb())
-            context.close()
+            native_round(berg_dir, roi, arrays, threads, nat)
+            browser_round(chromium, url, roi, images, threads, web)
     finally:
         chromium.close()
-    mem = [m / 2**20 for m in memory if m]
-    return {
-        "files_ms": summary(files_ms),
-        "session_ms": summary(session_ms),
-        "first_image_ms": summary(first),
-        "ms_per_image": summary(rest),
-        "page_memory_mb": summary(mem) if mem else None,
-        "renderer_rss_mb": summary(rss),
+    result = {
+        "native": {"load_ms": summary(nat["load"]), "ms_per_image": summary(nat["ms"])},
+        "browser": {
+            "files_ms": summary(web["files"]),
+            "session_ms": summary(web["session"]),
+            "first_image_ms": summary(web["first"]),
+            "ms_per_image": summary(web["ms"]),
+            "page_memory_mb": summary(web["memory"]) if web["memory"] else None,
+            "renderer_rss_mb": summary(web["rss"]),
+        },
     }
+    ratio = result["browser"]["ms_per_image"]["median"] / result["native"]["ms_per_image"]["median"]
+    result["ratio"] = ratio
+    return result
 
 
 def main() -> None:
@@ -174,14 +192,9 @@ def main() -> None:
         images = photos(Path(tmp), args.images, (w, h))
         for roi in args.rois:
             for threads in (1, 2):
-                nat = native(args.berg_dir, roi, images, threads, args.rounds)
-                web = browser(url_of(server), roi, images, threads, args.rounds, pw)
-                ratio = web["ms_per_image"]["median"] / nat["ms_per_image"]["median"]
-                results[f"{roi}/threads={threads}"] = {
-                    "native": nat,
-                    "browser": web,
-                    "ratio": ratio,
-                }
+                r = compare(pw, url_of(server), args.berg_dir, roi, images, threads, args.rounds)
+                results[f"{roi}/threads={threads}"] = r
+                nat, web, ratio = r["native"], r["browser"], r["ratio"]
                 print(
                     f"{roi} threads={threads}: browser {web['ms_per_image']['median']:.1f} ms/img "
                     f"(min {web['ms_per_image']['min']:.1f}; first image "

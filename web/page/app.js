@@ -193,10 +193,15 @@ function stats(r) {
   return { mean, sd: Math.sqrt(Math.max(sq / r.length - mean * mean, 0)), lo, hi };
 }
 
+// One colour scale for every image, so that cards and maps compare: the 99th
+// percentile of |response| over all shown responses (an outlier voxel would
+// otherwise wash everything else out); larger values saturate.
 function globalScale() {
-  let a = 0;
-  for (const { responses } of state.results) for (const v of responses) a = Math.max(a, Math.abs(v));
-  return a || 1;
+  const all = [];
+  for (const { responses } of state.results) for (const v of responses) all.push(Math.abs(v));
+  if (!all.length) return 1;
+  all.sort((a, b) => a - b);
+  return all[Math.min(all.length - 1, Math.floor(0.99 * all.length))] || 1;
 }
 
 function drawHistogram(canvas, r, scale) {
@@ -280,6 +285,7 @@ function renderSummary() {
   const n = state.results.length;
   const el = $("summary");
   el.hidden = n === 0;
+  $("empty").hidden = n !== 0;
   if (!n) return;
   const ms = state.results.map((r) => r.ms);
   el.innerHTML = `<b>${n}</b> image${n > 1 ? "s" : ""} · <b id="median-ms">${median(ms).toFixed(1)}</b> ms per image (median; min ${Math.min(...ms).toFixed(1)}, resize included) · model files ${state.filesMs.toFixed(0)} ms + session ${state.sessionMs.toFixed(0)} ms · ${state.model.roi}, sub-${String(state.model.subject).padStart(2, "0")}, ${state.model.nVoxels} voxels, ${state.model.precision}`;
@@ -340,7 +346,7 @@ function renderBrain(scale) {
     ctx.fillStyle = css(diverging((i / (legend.width - 1)) * 2 - 1));
     ctx.fillRect(i, 0, 1, legend.height);
   }
-  $("legend-text").textContent = `−${scale.toFixed(2)} … 0 … +${scale.toFixed(2)} (z-scored response); dark: outside the ROI`;
+  $("legend-text").textContent = `−${scale.toFixed(2)} … 0 … +${scale.toFixed(2)} (z-scored response; 99th percentile of |r|, beyond saturates) · anterior up · dark: outside the ROI`;
 }
 
 function render() {
