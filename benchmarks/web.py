@@ -98,7 +98,7 @@ def browser_round(chromium, url: str, roi: str, images: list[Path], threads: int
     context = chromium.new_context()
     try:
         page = context.new_page()
-        page.goto(f"{url}?threads={threads}")
+        page.goto(f"{url}?threads={threads}&sw=0")  # no service worker precaching meanwhile
         page.wait_for_function(READY, timeout=300_000)
         if page.input_value("#roi") != roi:
             page.select_option("#roi", roi)

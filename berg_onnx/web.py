@@ -39,6 +39,7 @@ EXPORT_PREFIX = "/export/"
 #: Files under web/ the page needs; nothing else of the checkout is served.
 WEB_PREFIXES = (
     "index.html",
+    "sw.js",
     "src/",
     "page/",
     "node_modules/onnxruntime-web/dist/",

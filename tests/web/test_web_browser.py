@@ -213,3 +213,34 @@ def test_second_visit_works_without_the_export(browser, page_url, photos) -> Non
         page.close()
     finally:
         context.close()
+
+
+def test_second_visit_works_without_the_server(browser, export_dir, photos) -> None:
+    """The service worker keeps the page; berg.js's cache keeps the verified model."""
+    server = _serve(export_dir)
+    url = url_of(server)
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(url)
+        page.wait_for_function(READY, timeout=120_000)
+        assert page.evaluate("document.body.dataset.state") == "ready"
+        installed = page.evaluate(  # the worker is active once it has precached the page
+            """Promise.race([navigator.serviceWorker.ready.then((r) => !!r.active),
+                new Promise((resolve) => setTimeout(() => resolve(false), 60000))])"""
+        )
+        assert installed, "no active service worker"
+        page.close()
+        server.shutdown()
+        server.server_close()  # nothing listens on the port any more
+        page = context.new_page()
+        page.goto(url)
+        page.wait_for_function(READY, timeout=120_000)
+        assert page.evaluate("document.body.dataset.state") == "ready", page.text_content("#error")
+        assert page.evaluate("crossOriginIsolated") is True  # cached with its headers
+        page.set_input_files("#files", str(photos[1]))
+        _wait_cards(page, 1)
+        page.close()
+    finally:
+        context.close()
+        server.server_close()

@@ -42,6 +42,7 @@ def test_listens_on_loopback_only(server) -> None:
         ("/", "text/html; charset=utf-8"),
         ("/src/berg.js", "text/javascript; charset=utf-8"),
         ("/page/app.js", "text/javascript; charset=utf-8"),
+        ("/sw.js", "text/javascript; charset=utf-8"),
         ("/node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm", "application/wasm"),
         ("/node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.mjs", "text/javascript"),
         ("/node_modules/fflate/esm/browser.js", "text/javascript; charset=utf-8"),

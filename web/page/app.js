@@ -3,7 +3,8 @@
 // per image) and the response map on slices of the ROI's mask volume.
 //
 // Query parameters: ?base=URL (an export folder or a Hub resolve/<revision>/
-// URL; default ./export/, what `berg-onnx web` serves) and ?threads=N.
+// URL; default ./export/, what `berg-onnx web` serves), ?threads=N and ?sw=0 (no
+// service worker).
 
 import * as ort from "onnxruntime-web";
 
@@ -403,6 +404,10 @@ function wire() {
 }
 
 async function start() {
+  // The page's own files, for a second visit without the server (?sw=0: not registered).
+  if ("serviceWorker" in navigator && params.get("sw") !== "0") {
+    navigator.serviceWorker.register("./sw.js").catch((e) => console.warn("no offline page:", e));
+  }
   state.base = baseOf(params.get("base") ?? "./export/");
   wire();
   state.manifest = await fetchManifest(state.base);
