@@ -341,6 +341,13 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    from .web import serve
+
+    serve(Path(args.berg_dir), args.port, Path(args.web_dir) if args.web_dir else None)
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     import onnxruntime as ort
     from huggingface_hub import constants as hf
@@ -439,6 +446,9 @@ EXAMPLES = {
   berg-onnx download --subject 1 2   # every ROI of subjects 1 and 2""",
     "doctor": """examples:
   berg-onnx doctor""",
+    "web": """examples:
+  berg-onnx web --berg-dir export_dir              # then open http://127.0.0.1:8765/
+  berg-onnx web --berg-dir export_dir --port 9000""",
 }
 
 
@@ -566,6 +576,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("doctor", "check the installation: versions, providers, CUDA, cache")
     p.set_defaults(func=cmd_doctor)
+
+    from .web import add_arguments as add_web_arguments
+
+    help = "serve the browser page and a local export on 127.0.0.1 (needs a checkout's web/)"
+    p = sub.add_parser(
+        "web",
+        help=help,
+        description=help,
+        epilog=EXAMPLES["web"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_web_arguments(p)
+    p.set_defaults(func=cmd_web, repo_id=None, revision=None)
     return parser
 
 

@@ -25,12 +25,21 @@ run_pytest() {
 stage "install (.venv: export + dev extras)"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[export,dev,fuzz,zarr,ray,viz]"
+.venv/bin/python -m pip install -q -e ".[export,dev,fuzz,zarr,ray,viz,webtest]"
 if [ ! -x .venv-olah/bin/olah-cli ]; then  # olah (Hub mirror) in its own venv: its pins stay apart
   "$PY" -m venv .venv-olah
   .venv-olah/bin/python -m pip install -q olah==0.5.4
 fi
 export BERG_OLAH_BIN="$ROOT/.venv-olah/bin/olah-cli"
+# The browser page (web/): Node 20 + npm ci, and Debian's chromium for the page tests
+# (never a downloaded browser). Each step is skipped when already done.
+command -v node >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
+if ! cmp -s web/package-lock.json web/node_modules/.berg-onnx-lock; then
+  (cd web && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
+  cp web/package-lock.json web/node_modules/.berg-onnx-lock
+fi
+[ -x /usr/bin/chromium ] || { apt-get update -qq && apt-get install -y -qq chromium; }
+export BERG_EXPECT_WEB=1   # tests/web fail (not skip) without node, web/node_modules or chromium
 if [ -d "$ROOT/../shared/golden" ]; then export BERG_GOLDEN_DIR="$ROOT/../shared/golden"; fi
 
 stage "ruff"

@@ -1,0 +1,80 @@
+// resizeExact against berg_onnx's resize (0 differing pixels), the float32
+// values before rounding bit for bit, the FMA emulation's exact-halfway
+// repair, and the alpha compositing onto white.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { resizeExact } from "../src/berg.js";
+import { compositeOnWhite } from "../src/image.js";
+import { fma32, resizeFloat } from "../src/resize.js";
+import { bytes, float32, image, reference } from "./ref.js";
+
+const ref = reference("resize.json");
+
+test("resizeExact: 0 differing pixels on natural photographs at every size", () => {
+  let pixels = 0;
+  for (const c of ref.cases) {
+    const expected = bytes(`${c.name}.expected.u8`);
+    const got = resizeExact(image(c));
+    assert.equal(got.length, 3 * 227 * 227);
+    let diff = 0;
+    for (let i = 0; i < got.length; i++) if (got[i] !== expected[i]) diff++;
+    assert.equal(diff, 0, `${c.name}: ${diff} pixels differ from berg_onnx`);
+    pixels += got.length;
+  }
+  assert.ok(pixels > 40 * 3 * 227 * 227);
+});
+
+test("the float32 values before rounding are bit-identical", () => {
+  for (const c of ref.cases) {
+    if (c.channels !== 3) continue;
+    const img = image(c);
+    const planes = new Uint8Array(3 * c.width * c.height);
+    const n = c.width * c.height;
+    for (let i = 0; i < n; i++) for (let k = 0; k < 3; k++) planes[k * n + i] = img.data[3 * i + k];
+    const got = resizeFloat(planes, 3, c.height, c.width, 227, 227);
+    const expected = float32(`${c.name}.float.f32`);
+    let diff = 0;
+    for (let i = 0; i < got.length; i++) if (!Object.is(got[i], expected[i])) diff++;
+    assert.equal(diff, 0, `${c.name}: ${diff} float32 values differ`);
+  }
+});
+
+test("fma32 is correctly rounded, the exact-halfway (double rounding) cases included", () => {
+  let bad = 0;
+  for (const [t, w, c, expected] of ref.fma) if (!Object.is(fma32(t, w, c), expected)) bad++;
+  assert.equal(bad, 0, `${bad} of ${ref.fma.length} FMAs differ from the exact rounding`);
+  const [t, w, c, expected] = ref.fma[0];
+  assert.notEqual(Math.fround(t * w + c), expected, "case 0 is a double-rounding trap");
+});
+
+test("compositeOnWhite: every (value, alpha) pair", () => {
+  let bad = 0;
+  for (let a = 0; a < 256; a++) {
+    for (let v = 0; v < 256; v++) if (compositeOnWhite(v, a) !== ref.alpha[a * 256 + v]) bad++;
+  }
+  assert.equal(bad, 0);
+});
+
+test("RGBA: channels 4, alpha composited (opaque = RGB); channels inferred", () => {
+  const c = ref.cases.find((x) => x.channels === 4);
+  const img = image(c);
+  assert.deepEqual(resizeExact(img), bytes(`${c.name}.expected.u8`));
+  const { channels, ...noChannels } = img;
+  assert.equal(channels, 4);
+  assert.deepEqual(resizeExact(noChannels), bytes(`${c.name}.expected.u8`));
+  // a fully transparent image is white
+  const clear = { data: new Uint8Array(5 * 7 * 4), width: 7, height: 5, channels: 4 };
+  assert.ok(resizeExact(clear).every((v) => v === 255));
+});
+
+test("bad images are refused with a message saying what was expected", () => {
+  assert.throws(() => resizeExact({ data: new Uint8Array(10), width: 2, height: 2, channels: 3 }), /width\*height\*channels/);
+  assert.throws(() => resizeExact({ data: new Float32Array(12).fill(0.5), width: 2, height: 2, channels: 3 }), /integers 0-255/);
+  assert.throws(() => resizeExact({ data: "pixels", width: 2, height: 2, channels: 3 }), /Uint8Array/);
+  // plain arrays of integers are taken as they are
+  const plain = Array.from({ length: 30 * 20 * 3 }, (_, i) => (i * 7) % 256);
+  assert.deepEqual(resizeExact({ data: plain, width: 30, height: 20, channels: 3 }), resizeExact({ data: Uint8Array.from(plain), width: 30, height: 20, channels: 3 }));
+  assert.throws(() => resizeExact({ data: new Uint8Array(0), width: 0, height: 2, channels: 3 }), />= 1/);
+  assert.throws(() => resizeExact({ data: new Uint8Array(8), width: 2, height: 2, channels: 2 }), /3 \(RGB\) or 4/);
+});
