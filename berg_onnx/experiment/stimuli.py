@@ -36,25 +36,27 @@ _HASH_BLOCK = 1 << 24
 def decode_image(path: str) -> np.ndarray:
     """(3, H, W) uint8 of one image file: the one place that turns a file into pixels.
 
-    Uses encode()'s conversion (stimulus.py) so that a grid and encode() see the
-    same pixels.
+    Uses encode()'s conversion (images.py: EXIF, 16-bit, alpha) so that a grid
+    and encode() see the same pixels.
     """
-    from berg_onnx.stimulus import _load_image
+    from berg_onnx.images import load_image
 
-    return _load_image(path)
+    return load_image(path)
 
 
 def _scan(items: list[str]) -> tuple[Any, list[Path] | None]:
-    """(array, None) for one .npy, or (None, files) for files/folders, with encode's rules."""
-    from berg_onnx.cli import CLIError, collect_images
+    """(array, None) for one .npy, or (None, files) for files/folders, with encode's rules
+    (files.py: hidden entries skipped, Pillow's extensions, symlinks followed once)."""
+    from berg_onnx.files import scan_images
+    from berg_onnx.stimulus import load_npy_stimulus
 
-    try:
-        found, _ = collect_images(items)
-    except CLIError as e:
-        raise StimulusError(str(e)) from None
-    if isinstance(found, np.ndarray):
-        return found, None
-    return None, [Path(p) for p in found]
+    npys = [i for i in items if i.lower().endswith(".npy")]
+    if npys:
+        if len(items) != 1:
+            raise StimulusError("give either one .npy stimulus array or image files/folders")
+        stim = load_npy_stimulus(items[0])  # header checked, memory-mapped, validated
+        return stim.array, None
+    return None, list(scan_images(items).files)
 
 
 @dataclass(frozen=True)
