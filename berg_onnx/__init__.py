@@ -9,6 +9,7 @@
 from .api import BERG
 from .errors import (
     BERGError,
+    ExperimentError,
     InvalidParameterError,
     ModelLoadError,
     ModelNotFoundError,
@@ -25,6 +26,7 @@ __all__ = [
     "BERG",
     "BERGError",
     "EncodingModel",
+    "ExperimentError",
     "InvalidParameterError",
     "ModelLoadError",
     "ModelNotFoundError",
