@@ -63,6 +63,7 @@ __all__ = [
     "load_model",
     "plan_experiment",
     "resolve_stimuli",
+    "run_local",
     "run_experiment",
 ]
 

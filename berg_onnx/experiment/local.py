@@ -185,10 +185,12 @@ def run_local(
     show_progress: bool = True,
     block_size: int | None = None,
     batch_size: int | None = None,
+    prefetch: bool | None = None,
 ) -> RunReport:
     """Compute every chunk of ``job`` that ``store`` lacks; returns what was done.
 
     ``block_size``: images preprocessed at once (default by device, see above).
+    ``prefetch``: preprocess the next block while the models run (default: on CUDA).
     """
     t0 = time.perf_counter()
     if block_size is None:
@@ -229,7 +231,8 @@ def run_local(
                     loaded = None  # free the previous session before loading the next
                     loaded = (plan, load_model(berg, plan, device, batch_size))
                 model = loaded[1]
-                if i == 0 and model.provider == CUDA and k + 1 < len(blocks):
+                ahead_on = model.provider == CUDA if prefetch is None else prefetch
+                if i == 0 and ahead_on and k + 1 < len(blocks):
                     nb = blocks[k + 1].chunks  # the CPU prepares the next block meanwhile
                     nxt = ahead.submit(_Cache, store, job, nb, pool)
                 if bar is not None:

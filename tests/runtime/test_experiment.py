@@ -514,3 +514,22 @@ def test_metadata_torn_by_a_kill_is_rewritten(berg, artifacts_dir, tmp_path):
         assert report.complete and report.chunks_written == (1 if "V1" in torn else 0)
         assert np.array_equal(zarr.open_group(path, mode="r")["sub-01/V1"][:], expected)
         assert list(zarr.open_group(path, mode="r")["stimuli"][:]) == ["0", "1", "2"]
+
+
+def test_prefetching_blocks_as_on_cuda_gives_the_same_rows(berg, artifacts_dir, tmp_path):
+    """The CUDA path's overlap (next block preprocessed while models run), run on CPU."""
+    from berg_onnx.experiment import run_local
+
+    images = photos(artifacts_dir)[:11]
+    rows = {}
+    for prefetch in (False, True):
+        job = plan_experiment(berg, images, 1, "all", chunk_size=2)
+        store = ExperimentStore.create_or_open(tmp_path / f"{prefetch}.zarr", job)
+        report = run_local(
+            berg, job, store, device="cpu", show_progress=False, block_size=4, prefetch=prefetch
+        )
+        assert report.complete and report.chunks_written == 3 * 6
+        root = zarr.open_group(store.path, mode="r")
+        rows[prefetch] = {r: root[f"sub-01/{r}"][:] for r in ("V1", "FFA-1", "lateral")}
+    for roi, values in rows[True].items():
+        assert np.array_equal(values, rows[False][roi]), roi
