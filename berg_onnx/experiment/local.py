@@ -154,6 +154,21 @@ def _compute(
     return out
 
 
+def _write(
+    model: EncodingModel,
+    store: ExperimentStore,
+    plan: ModelPlan,
+    cache: _Cache,
+    chunks: tuple[int, ...],
+    bar: Any,
+) -> int:
+    """Compute and write one model's chunks of a block; its buffers die with the call."""
+    rows = cache.select(store, chunks)
+    for c, values in _compute(model, store, rows, chunks, bar).items():
+        store.write_chunk(plan.subject, plan.roi, c, values)
+    return len(chunks)
+
+
 def _may_use_cuda(device: str) -> bool:
     import onnxruntime as ort
 
@@ -228,20 +243,16 @@ def run_local(
             work = block.work[::-1] if k % 2 else block.work  # reuse the last model loaded
             for i, (plan, chunks) in enumerate(work):
                 if loaded is None or loaded[0] is not plan:
-                    loaded = None  # free the previous session before loading the next
+                    loaded = None  # the previous session is freed before the next loads
                     loaded = (plan, load_model(berg, plan, device, batch_size))
-                model = loaded[1]
-                ahead_on = model.provider == CUDA if prefetch is None else prefetch
+                ahead_on = loaded[1].provider == CUDA if prefetch is None else prefetch
                 if i == 0 and ahead_on and k + 1 < len(blocks):
                     nb = blocks[k + 1].chunks  # the CPU prepares the next block meanwhile
                     nxt = ahead.submit(_Cache, store, job, nb, pool)
                 if bar is not None:
                     bar.set_description(f"{plan.name} ({i + 1}/{len(work)})")
-                rows = cache.select(store, chunks)
-                for c, values in _compute(model, store, rows, chunks, bar).items():
-                    store.write_chunk(plan.subject, plan.roi, c, values)
-                    written += 1
-            del cache
+                written += _write(loaded[1], store, plan, cache, chunks, bar)
+            cache = None  # freed before the next block is preprocessed
     finally:
         ahead.shutdown(wait=True, cancel_futures=True)
         pool.shutdown(wait=True, cancel_futures=True)
