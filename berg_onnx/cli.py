@@ -535,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--engine", default="local", choices=["local", "ray"], help="ray: Ray Data")
+    p.add_argument("--engine", default="local", choices=["local", "ray"], help="ray: [ray] extra")
     p.add_argument("--ray-address", help="HOST:PORT (default: $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--ray-actors", type=int, default=None, help="actors per model group")
     p.set_defaults(func=cmd_run)

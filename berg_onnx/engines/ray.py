@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -314,10 +315,14 @@ def run_ray(
                     continue
                 if bar is not None:
                     bar.set_description(f"ray: {group[0].name}..{group[-1].name}")
-                for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                    written += int(out["written"].sum())
-                    if bar is not None:
-                        bar.update(int((out["rows"] * out["written"]).sum()))
+                try:
+                    for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                        written += int(out["written"].sum())
+                        if bar is not None:
+                            bar.update(int((out["rows"] * out["written"]).sum()))
+                except ray.exceptions.RayError as e:
+                    _raise_ours(e)
+                    raise
     finally:
         if bar is not None:
             bar.close()
@@ -376,6 +381,24 @@ def _pipeline(ray, store, group, todo, inputs: _Inputs, layout: _Layout):
         num_cpus=layout.cpus_per_actor,
         num_gpus=layout.gpus_per_actor,
     )
+
+
+_OUR_ERROR = re.compile(r"^berg_onnx\.errors\.(\w+): (.+)$", re.MULTILINE)
+
+
+def _raise_ours(error: Exception) -> None:
+    """Raise the BERGError a task or actor raised (an unreadable image...), if it was one.
+
+    Ray Data hands the driver a RayTaskError(UserCodeException) whose cause
+    does not survive the trip; only its text names our exception. Returns
+    when it names none, for the caller to re-raise the Ray error.
+    """
+    from berg_onnx import errors
+
+    match = _OUR_ERROR.search(str(error))
+    cls = getattr(errors, match.group(1), None) if match else None
+    if isinstance(cls, type) and issubclass(cls, errors.BERGError):
+        raise cls(match.group(2)) from None
 
 
 def _pinned(model_store: Any) -> Any:

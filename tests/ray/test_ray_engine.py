@@ -23,7 +23,9 @@ from raycluster import kill_session, pids_in_session
 
 from berg_onnx import BERG
 from berg_onnx.engines import RayOptions
-from berg_onnx.experiment import ExperimentStore, run_experiment
+from berg_onnx.engines.ray import run_ray
+from berg_onnx.errors import StimulusError
+from berg_onnx.experiment import ExperimentStore, plan_experiment, run_experiment
 
 zarr = pytest.importorskip("zarr")
 
@@ -77,6 +79,8 @@ def assert_same_arrays(path: Path, reference: Path) -> None:
 
 def test_ray_engine_equals_local_engine(ray_cluster, berg, images, local_store, tmp_path):
     path = tmp_path / "ray.zarr"
+    # started by the local engine (one model), finished by the ray engine: one store, two engines
+    run_experiment(berg, images, store=path, subjects=[1], rois=["V1"], chunk_size=5)
     report = run_experiment(
         berg,
         images,
@@ -85,7 +89,8 @@ def test_ray_engine_equals_local_engine(ray_cluster, berg, images, local_store, 
         show_progress=False,
         engine=RayOptions(address=ray_cluster.address),
     )
-    assert report.complete and report.chunks_written == 4 * 5 and report.models == MODELS
+    assert report.complete and report.models == MODELS
+    assert (report.chunks_written, report.chunks_already_complete) == (3 * 5, 5)
     assert_same_arrays(path, local_store)
     ray_root, local_root = (zarr.open_group(str(p), mode="r") for p in (path, local_store))
     assert {k: v for k, v in ray_root.attrs.items() if k != "created"} == {
@@ -176,17 +181,32 @@ def test_sigkilled_actor_is_restarted_and_arrays_are_identical(
     assert ExperimentStore.attach(path).is_complete()
 
 
+def test_an_error_in_a_task_fails_the_job_with_our_error(ray_cluster, berg, images, tmp_path):
+    """Not retried (it is no lost worker), and it reaches the caller as the BERGError it was."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, img in enumerate(images[:4]):
+        Image.fromarray(img.transpose(1, 2, 0)).save(folder / f"{i}.png")
+    job = plan_experiment(berg, str(folder), [1], ["V1"], chunk_size=2)
+    store = ExperimentStore.create_or_open(tmp_path / "bad.zarr", job)
+    (folder / "3.png").write_bytes(b"not an image any more")  # after the up-front checks
+    with pytest.raises(StimulusError, match="Cannot read .*3.png as an image"):
+        run_ray(berg, job, store, show_progress=False, options=RayOptions(ray_cluster.address))
+    # the bad image's chunk is never recorded; the other may or may not have finished first
+    assert 1 in store.missing_chunks(1, "V1")
+
+
 def _run_cli_driver(
     cluster, export_dir: Path, stimulus: Path, out: Path, address: bool
 ) -> subprocess.Popen:
+    """`berg-onnx run --engine ray`; with ``address``, the cluster's given as $RAY_ADDRESS."""
     command = [sys.executable, "-m", "berg_onnx", "run", str(stimulus), "--subjects", "all"]
     command += ["--rois", "all", "--out", str(out), "--berg-dir", str(export_dir), "--quiet"]
     command += ["--chunk-size", "2", "--engine", "ray"]
-    if address:
-        command += ["--ray-address", cluster.address]
+    env = dict(cluster.env, RAY_ADDRESS=cluster.address) if address else cluster.env
     return subprocess.Popen(
         command,
-        env=cluster.env,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
