@@ -153,7 +153,9 @@ def response_map(
     The ROI's footprint over all slices is grey underneath, so each slice is seen
     in its place. Colours: a diverging map centred on 0 with symmetric limits
     (the 99th percentile of |response|). ``responses``/``metadata`` may be
-    ``{roi: ...}`` dicts of one subject, as for ``volume.to_nifti``.
+    ``{roi: ...}`` dicts of one subject, as for ``volume.to_nifti``; for ROIs far
+    apart, ``view="mosaic"`` shows each in colour (the three ortho slices may
+    miss all but one, which then shows only as grey footprint).
     """
     Figure = require_matplotlib()
     if view not in VIEWS:

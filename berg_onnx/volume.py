@@ -222,8 +222,12 @@ def prepare(responses: Any, metadata: Any, overlap: Any = None) -> tuple[_Layout
 
 
 def volumes(views: list[Any], lay: _Layout, lo: int, hi: int, fill: float) -> np.ndarray:
-    """Images lo..hi as a (X, Y, Z, hi - lo) float32 block."""
-    block = np.full((*lay.space.shape, hi - lo), fill, dtype=np.float32)
+    """Images lo..hi as a (X, Y, Z, hi - lo) float32 block, in NIfTI's (Fortran) memory order.
+
+    Fortran order makes the block's bytes the file's bytes (x fastest, images
+    slowest): written without a transposing copy, which took ~20x the fill.
+    """
+    block = np.full((*lay.space.shape, hi - lo), fill, dtype=np.float32, order="F")
     for mask, v in zip(lay.masks, views, strict=True):
         rows = np.asarray(v[lo:hi] if np.ndim(v) == 2 else v, dtype=np.float32)
         block[mask] = rows.reshape(hi - lo, -1).T  # boolean indexing: True entries in C order
@@ -334,7 +338,7 @@ def write_nifti(
         f.write(b"\0" * (int(hdr["vox_offset"]) - f.tell()))
         for lo in range(0, n, WRITE_BLOCK):
             block = volumes(views, lay, lo, min(n, lo + WRITE_BLOCK), fill)
-            f.write(block.tobytes(order="F"))  # NIfTI order: x fastest, images slowest
+            f.write(memoryview(block.T))  # block.T is C-contiguous: x fastest, images slowest
     finally:
         if f is not raw:
             f.close()

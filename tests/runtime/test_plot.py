@@ -208,11 +208,12 @@ def test_plot_from_npy_and_nifti(export_dir, meta, responses, tmp_path):
     assert run.returncode == 1 and "0..5" in run.stderr
 
 
-def test_plot_from_a_store_and_accuracy(export_dir, responses, tmp_path):
+def test_plot_from_a_store_and_accuracy(export_dir, artifacts_dir, tmp_path):
     pytest.importorskip("zarr")
     from runstore import write_run_store
 
-    store = write_run_store(tmp_path / "e.zarr", export_dir, {(1, "V1"): responses}, ["a"] * 6)
+    photos = np.load(artifacts_dir / "reference" / "photos_256_uint8.npy")[:6]
+    store = write_run_store(tmp_path / "e.zarr", export_dir, photos, ["V1"])
     out = tmp_path / "s.png"
     run = cli("plot", store, "--subject", 1, "--roi", "V1", "--view", "mosaic", "--out", out)
     assert run.returncode == 0, run.stderr

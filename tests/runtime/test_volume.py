@@ -261,13 +261,13 @@ def test_encode_refuses_an_unknown_suffix_before_work(export_dir, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def store(export_dir, encoded, tmp_path_factory):
+def store(export_dir, photos, tmp_path_factory):
+    """A run store written by berg-onnx's runner (BERG.run) for V1 and lateral."""
     pytest.importorskip("zarr")
     from runstore import write_run_store
 
     path = tmp_path_factory.mktemp("store") / "exp.zarr"
-    labels = [f"img_{i}.png" for i in range(6)]
-    return write_run_store(path, export_dir, {(1, r): encoded[r] for r in encoded}, labels)
+    return write_run_store(path, export_dir, photos, ["V1", "lateral"])
 
 
 def test_volume_from_a_store(store, encoded, meta, tmp_path):
@@ -278,31 +278,37 @@ def test_volume_from_a_store(store, encoded, meta, tmp_path):
     assert img.shape == (*SHAPE, 6)
     data = np.asanyarray(img.dataobj)
     for v, (i, j, k) in enumerate(np.argwhere(_mask(meta["V1"]))):
-        assert np.array_equal(data[i, j, k], encoded["V1"][:, v])  # float32 end to end
-    assert (tmp_path / "v1.paths.txt").read_text().splitlines() == [
-        f"img_{i}.png" for i in range(6)
-    ]
+        assert np.abs(data[i, j, k] - encoded["V1"][:, v]).max() <= 1e-6
+    # an array input's rows are labelled by index in the store; the listing says so
+    assert (tmp_path / "v1.paths.txt").read_text().splitlines() == [str(i) for i in range(6)]
+
+
+def _rows(store, roi):
+    import zarr
+
+    return zarr.open_group(str(store), mode="r")[f"sub-01/{roi}"][:]
 
 
 @pytest.fixture(scope="module")
 def overlap_export(export_dir, meta, tmp_path_factory):
-    """The test export's manifest and metadata, with FFA-1's mask moved onto 25 of V1's voxels."""
+    """The test export with FFA-1's mask moved onto 25 of V1's voxels (model files linked)."""
     import hashlib
     import json
-    import shutil
 
     from berg_onnx.metadata import flatten, load_npz
 
     out = tmp_path_factory.mktemp("overlap_export")
     manifest = json.loads((export_dir / "manifest.json").read_text())
-    for entry in manifest["models"].values():
-        shutil.copy(export_dir / entry["metadata"]["name"], out)
+    for f in export_dir.iterdir():
+        if f.name != "manifest.json":
+            (out / f.name).symlink_to(f)
     entry = manifest["models"]["fmri-nsd-fwrf/sub-01/FFA-1"]
-    ffa = load_npz(out / entry["metadata"]["name"])
+    path = out / entry["metadata"]["name"]
+    ffa = load_npz(path)
     mask = np.zeros(_mask(meta["V1"]).size, dtype=bool)
     mask[np.flatnonzero(_mask(meta["V1"]))[:25]] = True
     ffa["fmri"]["roi_mask_volume"] = mask.reshape(SHAPE)
-    path = out / entry["metadata"]["name"]
+    path.unlink()
     np.savez(path, **flatten(ffa))
     data = path.read_bytes()
     entry["metadata"].update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
@@ -310,44 +316,45 @@ def overlap_export(export_dir, meta, tmp_path_factory):
     return out
 
 
-def test_volume_combines_store_rois_and_refuses_overlaps(overlap_export, encoded, tmp_path):
+def test_volume_combines_store_rois_and_refuses_overlaps(overlap_export, photos, tmp_path):
+    pytest.importorskip("zarr")
     from runstore import write_run_store
 
     berg = BERG(berg_dir=overlap_export)
     v1, ffa = (_mask(berg.get_model_metadata("fmri-nsd-fwrf", 1, r)) for r in ("V1", "FFA-1"))
     assert int((v1 & ffa).sum()) == 25
-    ffa_rows = np.random.default_rng(0).standard_normal((6, 25)).astype(np.float32)
-    store = write_run_store(
-        tmp_path / "s.zarr",
-        overlap_export,
-        {(1, "V1"): encoded["V1"], (1, "FFA-1"): ffa_rows},
-        ["x"] * 6,
-    )
+    store = write_run_store(tmp_path / "s.zarr", overlap_export, photos, ["V1", "FFA-1"])
+    v1_rows, ffa_rows = _rows(store, "V1"), _rows(store, "FFA-1")
     out = tmp_path / "both.nii"
     run = cli("volume", store, "--subject", 1, "--roi", "V1", "FFA-1", "--out", out)
     assert run.returncode == 1 and "V1 and FFA-1 share 25 voxels" in run.stderr
     assert not out.exists()
-    for rule, winner in (("last", ffa_rows), ("first", encoded["V1"][:, :25])):
+    for rule, winner in (("last", ffa_rows), ("first", v1_rows[:, :25])):
         run = cli(
             "volume", store, "--subject", 1, "--roi", "V1", "FFA-1", "--overlap", rule, "--out", out
         )
         assert run.returncode == 0, run.stderr
         data = np.asanyarray(nib.load(out).dataobj)
         assert np.array_equal(data[ffa].T, winner)
-        assert np.array_equal(data[v1 & ~ffa].T, encoded["V1"][:, 25:])
+        assert np.array_equal(data[v1 & ~ffa].T, v1_rows[:, 25:])
         assert (data[~(v1 | ffa)] == 0).all()
 
 
-def test_volume_from_a_store_needs_its_metadata(store, export_dir, encoded, tmp_path):
+def test_volume_from_a_store_needs_its_metadata(store, export_dir, photos, tmp_path):
+    import json
+    import shutil
+
     from runstore import write_run_store
 
-    moved = write_run_store(
-        tmp_path / "moved.zarr",
-        export_dir,
-        {(1, "V1"): encoded["V1"]},
-        ["a"] * 6,
-        source={"export_dir": str(tmp_path / "gone")},
-    )
+    gone = tmp_path / "gone_export"  # an export that is deleted after the run
+    gone.mkdir()
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    shutil.copy(export_dir / "manifest.json", gone)
+    entry = manifest["models"]["fmri-nsd-fwrf/sub-01/V1"]
+    for name in (entry["onnx"]["name"], entry["metadata"]["name"]):
+        shutil.copy(export_dir / name, gone)
+    moved = write_run_store(tmp_path / "moved.zarr", gone, photos, ["V1"])
+    shutil.rmtree(gone)
     out = tmp_path / "v.nii.gz"
     run = cli("volume", moved, "--subject", 1, "--roi", "V1", "--out", out)
     assert run.returncode == 1 and "--berg-dir" in run.stderr and not out.exists()
@@ -359,21 +366,19 @@ def test_volume_from_a_store_needs_its_metadata(store, export_dir, encoded, tmp_
     assert run.returncode == 1 and "no array sub-01/FFA-1" in run.stderr
 
 
-def test_volume_refuses_an_incomplete_store_or_other_metadata(export_dir, encoded, tmp_path):
+def test_volume_refuses_an_incomplete_store_or_other_metadata(export_dir, photos, tmp_path):
     pytest.importorskip("zarr")
-    from runstore import write_run_store
+    import zarr
+    from runstore import mark_unfinished, write_run_store
 
     from berg_onnx.brainspace import RunStore, store_metadata
 
-    cut = write_run_store(
-        tmp_path / "cut.zarr", export_dir, {(1, "V1"): encoded["V1"]}, ["a"] * 6, done=False
-    )
+    cut = write_run_store(tmp_path / "cut.zarr", export_dir, photos, ["V1"])
+    mark_unfinished(cut, 1, "V1")
     out = tmp_path / "v.nii.gz"
     run = cli("volume", cut, "--subject", 1, "--roi", "V1", "--out", out)
     assert run.returncode == 1 and "incomplete (1 of 2 chunks" in run.stderr
     assert not out.exists()
-    import zarr
-
     group = zarr.open_group(str(cut), mode="r+")
     files = dict(group["sub-01/V1"].attrs["model_files"])
     files[next(n for n in files if n.endswith(".npz"))] = "0" * 64
