@@ -121,10 +121,10 @@ class Roots:
                 return None
         if not rel or "\\" in rel or any(part in ("", ".", "..") for part in rel.split("/")):
             return None
-        candidate = (root / rel).resolve()
-        if not candidate.is_relative_to(root) or not candidate.is_file():
-            return None
-        return candidate
+        # Lexically inside the root (no "..", checked above); symlinks placed there are
+        # followed, as a Hugging Face cache snapshot or a pnpm node_modules has them.
+        candidate = root / rel
+        return candidate if candidate.is_file() else None
 
 
 def _handler(roots: Roots, quiet: bool) -> type[BaseHTTPRequestHandler]:

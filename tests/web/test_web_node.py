@@ -86,8 +86,31 @@ def test_resize_exact_matches_python(tmp_path: Path) -> None:
     expected = resize_rounded(hwc.transpose(2, 0, 1)[None])[0].astype(np.uint8)
     (tmp_path / "photo-rgba-opaque.expected.u8").write_bytes(expected.tobytes())
     cases.append(case)
+    # RGBA with real transparency: berg_onnx's own image conversion where it has one.
+    rgba = rgba.copy()
+    rgba[..., 3] = np.add.outer(np.arange(333) * 7 % 256, np.arange(251) * 3 % 256) % 256
+    case = write_image(tmp_path, "photo-rgba-translucent", rgba)
+    expected = resize_rounded(_rgb_on_white(rgba, tmp_path)[None])[0].astype(np.uint8)
+    (tmp_path / "photo-rgba-translucent.expected.u8").write_bytes(expected.tobytes())
+    cases.append(case)
     write_json(tmp_path / "resize.json", {"cases": cases, "fma": _fma_cases(), "alpha": _alpha()})
-    assert run_node_test("resize.test.js", tmp_path) == 6
+    assert run_node_test("resize.test.js", tmp_path) == 7
+
+
+def _rgb_on_white(rgba: np.ndarray, folder: Path) -> np.ndarray:
+    """(3, H, W): berg_onnx.images' conversion of an RGBA PNG where it exists (#11),
+    else round-half-even((c*a + 255*(255-a)) / 255) in exact integers."""
+    try:
+        from berg_onnx.images import load_image
+    except ImportError:
+        c = rgba[..., :3].astype(np.int64)
+        a = rgba[..., 3:].astype(np.int64)
+        num = c * a + 255 * (255 - a)
+        q, r = np.divmod(num, 255)
+        return (q + (r > 127)).astype(np.uint8).transpose(2, 0, 1)
+    path = folder / "translucent.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    return load_image(path)
 
 
 def _exact_fma32(t: float, w: float, c: float) -> float:

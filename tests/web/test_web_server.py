@@ -85,6 +85,24 @@ def test_refuses_what_it_does_not_serve(server, path: str) -> None:
     assert headers["cross-origin-embedder-policy"] == "require-corp"  # error pages too
 
 
+def test_symlinked_export_files_are_served(export_dir: Path, tmp_path: Path) -> None:
+    """A Hugging Face cache snapshot is symlinks into blobs/: it must serve as it is."""
+    require((WEB / ORT_MODULE).is_file(), "run `npm ci` in web/")
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    for f in export_dir.iterdir():
+        (snapshot / f.name).symlink_to(f)
+    server = make_server(snapshot, port=0, quiet=True)
+    start_in_thread(server)
+    try:
+        status, _, body = _get(server, "/export/manifest.json")
+        assert status == 200 and body == (export_dir / "manifest.json").read_bytes()
+        assert _get(server, "/export/../manifest.json")[0] == 404
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_missing_onnxruntime_web_says_npm_ci(export_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "index.html").write_text("<!doctype html>")
     with pytest.raises(ResourceError, match="npm ci"):

@@ -74,6 +74,10 @@ export async function loadModel(baseUrl, options = {}) {
   if (!Number.isInteger(batchSize) || batchSize < 1) {
     throw new RangeError(`batchSize must be a positive integer, got ${JSON.stringify(batchSize)}`);
   }
+  const threads = options.threads;
+  if (threads !== undefined && (!Number.isInteger(threads) || threads < 1)) {
+    throw new RangeError(`threads must be a positive integer, got ${JSON.stringify(threads)}`);
+  }
   const base = baseOf(baseUrl);
   const t0 = performance.now();
   const manifest = await fetchManifest(base);
@@ -85,12 +89,7 @@ export async function loadModel(baseUrl, options = {}) {
   }
   const file = onnxEntry(entry, precision);
   const bytes = await fetchVerified(base, file); // refuses a mismatch before any session
-  if (options.threads !== undefined) {
-    if (!Number.isInteger(options.threads) || options.threads < 1) {
-      throw new RangeError(`threads must be a positive integer, got ${options.threads}`);
-    }
-    ort.env.wasm.numThreads = options.threads;
-  }
+  if (threads !== undefined) ort.env.wasm.numThreads = threads;
   const t1 = performance.now();
   let session;
   try {

@@ -66,6 +66,7 @@ test("unknown models, precisions and bad options say what exists", async () => {
   await assert.rejects(loadModel(ref.base, { subject: 1, roi: "nope" }), /has no model fmri-nsd-fwrf\/sub-01\/nope; it has: .*V1/);
   await assert.rejects(loadModel(ref.base, { subject: 1, roi: "V1", precision: "fp16" }), /'fp32' or 'int8'/);
   await assert.rejects(loadModel(ref.base, { subject: 0, roi: "V1" }), /subject must be a positive integer/);
+  await assert.rejects(loadModel(ref.base, { subject: 1, roi: "V1", threads: 0 }), /threads must be a positive integer/);
   await assert.rejects(loadModel(`${ref.base}missing/`, { subject: 1, roi: "V1" }), /cannot fetch .*manifest\.json: HTTP 404/);
   const model = await loadModel(`${ref.base}manifest.json`, { subject: "1", roi: "V1" }); // lenient
   assert.equal(model.subject, 1);

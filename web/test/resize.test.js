@@ -56,8 +56,17 @@ test("compositeOnWhite: every (value, alpha) pair", () => {
   assert.equal(bad, 0);
 });
 
+test("RGBA with transparency: composited onto white as berg_onnx converts images", () => {
+  const c = ref.cases.find((x) => x.name === "photo-rgba-translucent");
+  const got = resizeExact(image(c));
+  const expected = bytes(`${c.name}.expected.u8`);
+  let diff = 0;
+  for (let i = 0; i < got.length; i++) if (got[i] !== expected[i]) diff++;
+  assert.equal(diff, 0, `${diff} pixels differ`);
+});
+
 test("RGBA: channels 4, alpha composited (opaque = RGB); channels inferred", () => {
-  const c = ref.cases.find((x) => x.channels === 4);
+  const c = ref.cases.find((x) => x.name === "photo-rgba-opaque");
   const img = image(c);
   assert.deepEqual(resizeExact(img), bytes(`${c.name}.expected.u8`));
   const { channels, ...noChannels } = img;
