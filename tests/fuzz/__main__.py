@@ -115,7 +115,10 @@ def _run_one(name: str, args: argparse.Namespace) -> None:
     except ImportError:
         atheris = None
     if atheris is not None and args.engine != "random":
-        with atheris.instrument_imports(include=["berg_onnx", "export", "pickle", "zipfile"]):
+        # resize is numeric, not parsing (and instrumented it grew ~15 MB/s under atheris)
+        with atheris.instrument_imports(
+            include=["berg_onnx", "export", "pickle", "zipfile"], exclude=["berg_onnx.resize"]
+        ):
             import berg_onnx.metadata  # noqa: F401
             from tests.fuzz.targets import TARGETS
 

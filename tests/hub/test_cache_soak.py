@@ -3,8 +3,9 @@
 Eight processes start ``BERG()`` downloads of the same model (lateral: graph,
 metadata and manifest) from the loopback Hub server into one empty cache,
 while a ninth, which started first and holds the download, is SIGKILLed in
-the middle of the 11 MB graph (the server is throttled so that "the middle"
-lasts). Afterwards every process that finished must report the same,
+the middle of the 11 MB graph, once every worker has asked for that file (the
+server is throttled so that "the middle" lasts). Afterwards every process that
+finished must report the same,
 manifest-verified files, nothing partial may be left in the cache, and a new
 process must encode from that cache with HF_HUB_OFFLINE=1, matching the local
 export bit for bit. Runs without torch (the repo is seeded on the server
@@ -79,7 +80,7 @@ def test_eight_concurrent_downloads_and_a_killed_one_share_one_good_cache(
     photos = np.load(artifacts_dir / "reference" / "photos_256_uint8.npy")[:3]
     with HubServer() as server:
         commit = _seed(server, export_dir)
-        server.throttle_bytes_per_s = 3 << 20  # the 11 MB graph takes ~4 s per connection
+        server.throttle_bytes_per_s = 384 << 10  # until the kill: the 11 MB graph takes ~30 s
         env = client_env(server.endpoint, tmp_path / "home")
         env["HF_HUB_DOWNLOAD_TIMEOUT"] = "30"
         args = [REPO_ID, commit, str(cache), server.endpoint]
@@ -94,14 +95,26 @@ def test_eight_concurrent_downloads_and_a_killed_one_share_one_good_cache(
             )
 
         victim = start()
-        deadline = time.monotonic() + 60
-        while not any(p.stat().st_size > 1 << 20 for p in _partial_blobs(cache)):
-            assert victim.poll() is None, victim.communicate()
-            assert time.monotonic() < deadline, "the first download never got going"
-            time.sleep(0.02)
+        onnx_path = Manifest.load(export_dir / "manifest.json").get(MODEL, 1, ROI).onnx.name
+
+        def requests(method: str) -> int:
+            return sum(r.method == method and onnx_path in r.path for r in server.request_log)
+
+        def wait_for(condition, what: str, seconds: float) -> None:
+            end = time.monotonic() + seconds
+            while not condition():
+                assert victim.poll() is None, f"the victim ended before {what}"
+                assert time.monotonic() < end, f"timed out waiting until {what}"
+                time.sleep(0.05)
+
+        wait_for(lambda: requests("GET") >= 1, "it started downloading the graph", 60)
         workers = [start() for _ in range(WORKERS)]
-        time.sleep(0.5)  # the workers are up and waiting for the victim's download
+        # every worker has asked for the graph and now waits for the victim's download (which
+        # may or may not have flushed its first 10 MiB chunk: huggingface_hub writes in those)
+        wait_for(lambda: requests("HEAD") >= 1 + WORKERS, "all workers asked for the graph", 90)
+        assert requests("GET") == 1, "a worker downloaded while the victim held the file lock"
         os.kill(victim.pid, signal.SIGKILL)
+        server.throttle_bytes_per_s = 4 << 20  # the workers' own downloads may go faster
         victim.communicate(timeout=30)
         assert victim.returncode == -signal.SIGKILL
         results = []
