@@ -128,13 +128,15 @@ class BERG:
         entry = self.store.manifest().get(spec.model_id, subject, roi)  # re-read if it changed
         model = self._models.get(key)
         if model is None or model.entry != entry:  # new, or the export was rewritten on disk
-            model = self._load(entry, device, precision)
+            model = self.load_entry(entry, device, precision)
             self._models[key] = model
             if device == "auto" and model.provider != CUDA:  # CUDA unusable: it is the CPU model
                 self._models[(*key[:3], "cpu", precision)] = model
         return model
 
-    def _load(self, entry: ModelEntry, device: str, precision: str) -> EncodingModel:
+    def load_entry(self, entry: ModelEntry, device: str, precision: str) -> EncodingModel:
+        """A new model for one manifest entry, outside the cache: get_encoding_model caches
+        these; experiment engines hold only the models they are running."""
         path = self.store.fetch(entry.onnx_file(precision))
         warn_if_int8_unverified(entry, precision)  # once per process, see cpu.py
         # single-threaded: on CPU, encode() runs one such call per core at a time

@@ -15,15 +15,13 @@ from typing import Any
 import numpy as np
 
 from berg_onnx.constants import (
-    CPU_BATCH_SIZE,
-    CUDA_BATCH_SIZE,
     DEFAULT_MODEL_ID,
     check_positive_int,
 )
 from berg_onnx.errors import InvalidParameterError
 from berg_onnx.manifest import ModelEntry, model_key
 from berg_onnx.model import EncodingModel
-from berg_onnx.session import CUDA, check_device, create_session
+from berg_onnx.session import CUDA, check_device
 
 from .stimuli import StimulusSet, resolve_stimuli
 
@@ -187,18 +185,8 @@ def load_model(
     runs on the same single-threaded CPU session whatever the number of rows,
     so a resumed run computes bit-identical rows.
     """
-    device = check_device(device)
-    path = berg.store.fetch(plan.entry.onnx_file(plan.precision))
-    session, provider = create_session(path, device, threads=1)
-    auto = CUDA_BATCH_SIZE if provider == CUDA else CPU_BATCH_SIZE
-    return EncodingModel(
-        entry=plan.entry,
-        session=session,
-        provider=provider,
-        device=device,
-        onnx_path=path,
-        batch_size=batch_size or berg.batch_size or auto,
-        precision=plan.precision,
-        threads=berg.threads,
-        schedule="prefetch" if provider == CUDA else "workers",
-    )
+    model = berg.load_entry(plan.entry, check_device(device), plan.precision)
+    model.schedule = "prefetch" if model.provider == CUDA else "workers"
+    if batch_size is not None:
+        model.batch_size = batch_size
+    return model
