@@ -489,27 +489,37 @@ def main(argv: list[str] | None = None) -> int:
     # measurement must not make the roofline look easier to reach.
     results["sgemm"] = dict(max(samples, key=lambda r: r["gflops"]))
     results["sgemm"]["measured_gflops"] = [r["gflops"] for r in samples]
+    out = args.out or args.workdir / "results.json"
+    save(results, out)  # after each phase: a slow or failing later phase loses nothing
     if "memory" not in args.skip:
         results["memory"] = memory(berg_dir, export_dir, 200 if args.quick else 1000, args.quick)
+        save(results, out)
     if "cold" not in args.skip:
         results["cold_start"] = cold_start(berg_dir, export_dir, 2 if args.quick else 3)
+        save(results, out)
     if "install" not in args.skip:
         results["install"] = runtime_venv_size(args.workdir)
     if "grid" not in args.skip:  # experiment grid vs per-model encode (benchmarks/grid.py)
         from .grid import grid_benchmark
 
         results["grid"] = grid_benchmark(export_dir, list(ROIS), 24 if args.quick else 120)
+    print("\n" + save(results, out))
+    print(f"\nwrote {out} and {out.with_suffix('.md')}")
+    return 0
+
+
+def save(results: dict, out: Path) -> str:
+    """Write the results so far as JSON and as the report's markdown; the report."""
+    from berg_onnx.fileio import atomic_write_bytes
+
     text = report(results)
-    if "grid" in results:
+    if "grid" in results:  # experiment grid vs per-model encode (benchmarks/grid.py)
         from .grid import report as grid_report
 
         text += "\n\n" + grid_report(results["grid"])
-    print("\n" + text)
-    out = args.out or args.workdir / "results.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    (out.with_suffix(".md")).write_text(text + "\n")
-    print(f"\nwrote {out} and {out.with_suffix('.md')}")
-    return 0
+    atomic_write_bytes(out, (json.dumps(results, indent=2) + "\n").encode())
+    atomic_write_bytes(out.with_suffix(".md"), (text + "\n").encode())
+    return text
 
 
 if __name__ == "__main__":
