@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -10,19 +9,16 @@ import numpy as np
 
 from .catalog import ModelSpec, load_catalog
 from .constants import (
-    CPU_BATCH_SIZE,
-    CUDA_BATCH_SIZE,
     DEFAULT_MODEL_ID,
     ENV_BATCH_SIZE,
     check_positive_int,
     env_positive_int,
 )
-from .cpu import warn_if_int8_unverified
 from .errors import InvalidParameterError, ModelNotFoundError
 from .manifest import ModelEntry, model_key
 from .metadata import load_npz
-from .model import EncodingModel
-from .session import CUDA, available_providers, check_device, create_session, default_threads
+from .model import EncodingModel, load_encoding_model
+from .session import CUDA, available_providers, check_device, default_threads
 from .store import LocalStore, Store
 
 SELECTION_KEYS = ("roi",)
@@ -137,23 +133,8 @@ class BERG:
     def load_entry(self, entry: ModelEntry, device: str, precision: str) -> EncodingModel:
         """A new model for one manifest entry, outside the cache: get_encoding_model caches
         these; experiment engines hold only the models they are running."""
-        path = self.store.fetch(entry.onnx_file(precision))
-        warn_if_int8_unverified(entry, precision)  # once per process, see cpu.py
-        # single-threaded: on CPU, encode() runs one such call per core at a time
-        start = time.perf_counter()
-        session, provider = create_session(path, device, threads=1)
-        seconds = time.perf_counter() - start
-        auto = CUDA_BATCH_SIZE if provider == CUDA else CPU_BATCH_SIZE
-        return EncodingModel(
-            entry=entry,
-            session=session,
-            provider=provider,
-            device=device,
-            onnx_path=path,
-            batch_size=self.batch_size or auto,
-            precision=precision,
-            threads=self.threads,
-            session_seconds=seconds,
+        return load_encoding_model(
+            self.store, entry, device, precision, batch_size=self.batch_size, threads=self.threads
         )
 
     def encode(

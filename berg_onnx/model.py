@@ -258,3 +258,40 @@ def _progress(total: int, show: bool, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
+
+
+def load_encoding_model(
+    store: Any,
+    entry: ModelEntry,
+    device: str,
+    precision: str,
+    *,
+    batch_size: int | None,
+    threads: int,
+) -> EncodingModel:
+    """A new EncodingModel for one manifest entry, its file fetched (and verified) from
+    ``store``: the one loading path of BERG.get_encoding_model and the experiment engines.
+
+    The session is single-threaded: on CPU, encode() runs one such call per core.
+    ``batch_size`` None picks the provider's default (constants.py).
+    """
+    from .constants import CPU_BATCH_SIZE, CUDA_BATCH_SIZE
+    from .cpu import warn_if_int8_unverified
+
+    path = store.fetch(entry.onnx_file(precision))
+    warn_if_int8_unverified(entry, precision)  # once per process, see cpu.py
+    start = time.perf_counter()
+    session, provider = create_session(path, device, threads=1)
+    seconds = time.perf_counter() - start
+    auto = CUDA_BATCH_SIZE if provider == CUDA else CPU_BATCH_SIZE
+    return EncodingModel(
+        entry=entry,
+        session=session,
+        provider=provider,
+        device=device,
+        onnx_path=path,
+        batch_size=batch_size or auto,
+        precision=precision,
+        threads=threads,
+        session_seconds=seconds,
+    )

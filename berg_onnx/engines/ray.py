@@ -224,6 +224,14 @@ class _Loader:
     batch_size: int | None
     threads: int
 
+    def load_entry(self, entry: Any, device: str, precision: str) -> Any:
+        """As BERG.load_entry: one loading path (model.load_encoding_model)."""
+        from berg_onnx.model import load_encoding_model
+
+        return load_encoding_model(
+            self.store, entry, device, precision, batch_size=self.batch_size, threads=self.threads
+        )
+
 
 # -- planning ------------------------------------------------------------------------
 def model_groups(plans: tuple[Any, ...], models_per_actor: int | None) -> list[tuple[Any, ...]]:
