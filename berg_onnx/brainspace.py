@@ -19,24 +19,14 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .constants import DEFAULT_MODEL_ID
-from .errors import InvalidParameterError, ModelLoadError, ModelNotFoundError, ResourceError
+from .errors import InvalidParameterError, ModelLoadError, ModelNotFoundError
+from .experiment.store import DONE, import_zarr, missing_chunks
 from .outputs import is_nifti_path, listing_path, read_listing, write_pair
 from .volume import from_nifti, require_nibabel, save_nifti, write_nifti
 
 #: The run store's statement of its voxel order (issue #14's contract).
 VOXEL_ORDER = "roi_mask_volume C-order"
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
-
-
-def import_zarr() -> Any:
-    """zarr, or a one-line error naming the extra that installs it."""
-    try:
-        import zarr
-    except ImportError:
-        raise ResourceError(
-            'reading a run store needs zarr: pip install "berg-onnx[zarr]"'
-        ) from None
-    return zarr
 
 
 def is_store(path: str | Path) -> bool:
@@ -99,14 +89,13 @@ class RunStore:
                 f"{self.path}/{name} states voxel_order {order!r}, not {VOXEL_ORDER!r}: its "
                 "columns cannot be put back in space"
             )
-        done = f"_done/{name}"
-        if done in self.root:  # completion records of the #14 writer: one flag per chunk
-            flags = np.asarray(self.root[done][:])
-            if (flags != 1).any():
+        if f"{DONE}/{name}" in self.root:  # the writer's completion records (experiment/store.py)
+            missing = missing_chunks(self.root, subject, roi)
+            if missing:
+                n_chunks = self.root[f"{DONE}/{name}"].shape[0]
                 raise ModelLoadError(
-                    f"{self.path}/{name} is incomplete ({int((flags != 1).sum())} of "
-                    f"{flags.size} chunks not written); run the same `berg-onnx run` "
-                    "command again to finish it"
+                    f"{self.path}/{name} is incomplete ({len(missing)} of {n_chunks} chunks "
+                    "not written); run the same `berg-onnx run` command again to finish it"
                 )
         return array
 

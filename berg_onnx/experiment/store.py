@@ -85,6 +85,17 @@ def _ours(root: Any) -> bool:
     return root.attrs.get("format") == FORMAT
 
 
+def missing_chunks(root: Any, subject: int, roi: str) -> list[int]:
+    """Indices of the chunks of (subject, roi) not recorded complete in an opened store's
+    root group (readers use it too: a record cut short by a kill reads as "not done")."""
+    done = root[f"{DONE}/{array_name(subject, roi)}"]
+    try:
+        flags = done[:]
+    except Exception:  # noqa: BLE001 - a record cut short by a kill reads as "not done"
+        flags = np.array([_flag(done, i) for i in range(done.shape[0])])
+    return [int(i) for i in np.flatnonzero(flags != 1)]
+
+
 class ExperimentStore:
     """An opened experiment store: chunk geometry, completion records, whole-chunk writes."""
 
@@ -187,12 +198,7 @@ class ExperimentStore:
     # -- completion ------------------------------------------------------------------
     def missing_chunks(self, subject: int, roi: str) -> list[int]:
         """Indices of the chunks of (subject, roi) not yet recorded as complete."""
-        done = self.root[f"{DONE}/{array_name(subject, roi)}"]
-        try:
-            flags = done[:]
-        except Exception:  # noqa: BLE001 - a record cut short by a kill reads as "not done"
-            flags = np.array([_flag(done, i) for i in range(done.shape[0])])
-        return [int(i) for i in np.flatnonzero(flags != 1)]
+        return missing_chunks(self.root, subject, roi)
 
     def is_complete(self) -> bool:
         """Whether every chunk of every model of this handle is recorded as complete."""
