@@ -76,7 +76,7 @@ def machine_info(threads: int) -> dict:
                 break
     except OSError:
         pass
-    from berg_onnx.cpu import current
+    from berg_onnx.utils.cpu import current
 
     cpu_class, cpu_flags = current()
     info = {
@@ -105,7 +105,7 @@ def prepare(workdir: Path) -> tuple[Path, Path]:
     The int8 tier is made separately, per ROI, by ``int8_tier``: a tier failing
     its check must not stop the run.
     """
-    from berg_onnx.catalog import load_catalog
+    from berg_onnx.source.catalog import load_catalog
     from export import layout
     from export.convert import convert
     from export.synth import synthesize
@@ -132,8 +132,8 @@ def int8_tier(berg_dir: Path, export_dir: Path, roi: str, tolerance: float | Non
     "max_abs_diff" (None when no figure exists, e.g. the kernel bound failed),
     "tolerance", "error"}; the fp32 model stays usable either way.
     """
-    from berg_onnx.catalog import load_catalog
-    from berg_onnx.manifest import Manifest
+    from berg_onnx.source.catalog import load_catalog
+    from berg_onnx.source.manifest import Manifest
     from export.convert import add_int8
     from export.onnx_export import INT8_SCHEME, INT8_TOLERANCE, ExportError, VerificationError
 
@@ -293,7 +293,7 @@ def best_torch(t: dict) -> float:
 
 
 def berg_preprocess(images: np.ndarray) -> np.ndarray:
-    from berg_onnx.stimulus import as_stimulus
+    from berg_onnx.inputs.stimulus import as_stimulus
 
     return as_stimulus(images).chunk(0, len(images))
 
@@ -510,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def save(results: dict, out: Path) -> str:
     """Write the results so far as JSON and as the report's markdown; the report."""
-    from berg_onnx.fileio import atomic_write_bytes
+    from berg_onnx.utils.fileio import atomic_write_bytes
 
     text = report(results)
     if "grid" in results:  # experiment grid vs per-model encode (benchmarks/grid.py)

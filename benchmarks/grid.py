@@ -105,7 +105,7 @@ def grid_benchmark(
     export_dir: Path, rois: list[str], n: int, repeats: int = 2, rss_n: int | None = None
 ) -> dict:
     """Grid vs per-model encode throughput on n images, and the grid's peak RSS."""
-    from berg_onnx.manifest import Manifest
+    from berg_onnx.source.manifest import Manifest
 
     manifest = Manifest.load(export_dir / "manifest.json")
     voxels = {r: manifest.get(MODEL, 1, r).nv for r in rois}
@@ -195,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     export_dir = args.export or REPO / ".cache" / "benchmarks" / "export"
     rois = args.rois
     if rois == ["all"]:
-        from berg_onnx.catalog import load_catalog
-        from berg_onnx.manifest import Manifest
+        from berg_onnx.source.catalog import load_catalog
+        from berg_onnx.source.manifest import Manifest
 
         manifest = Manifest.load(export_dir / "manifest.json")
         spec = load_catalog().model(MODEL)

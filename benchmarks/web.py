@@ -174,7 +174,7 @@ def main() -> None:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    from berg_onnx.web import make_server, start_in_thread, url_of
+    from berg_onnx.web.server import make_server, start_in_thread, url_of
 
     w, h = (int(v) for v in args.size.split("x"))
     cpu = next(

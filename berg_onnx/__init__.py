@@ -6,8 +6,10 @@
 >>> responses = berg.encode(model, images)  # (N, 1350) float32
 """
 
-from .api import BERG
-from .errors import (
+from berg_onnx import _compat
+from berg_onnx._version import __version__
+from berg_onnx.api import BERG
+from berg_onnx.errors import (
     BERGError,
     ExperimentError,
     InvalidParameterError,
@@ -16,11 +18,9 @@ from .errors import (
     ResourceError,
     StimulusError,
 )
-from .images import load_image
-from .model import EncodingModel
-from .stimulus import Stimulus, as_stimulus
-
-__version__ = "0.1.0"
+from berg_onnx.inputs.images import load_image
+from berg_onnx.inputs.stimulus import Stimulus, as_stimulus
+from berg_onnx.model import EncodingModel
 
 __all__ = [
     "BERG",
@@ -42,9 +42,12 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    """The folder scan (files.py) loads on first use: `import berg_onnx` stays cheap."""
+    """The folder scan (inputs/scan.py) loads on first use: `import berg_onnx` stays cheap."""
     if name in ("ScanResult", "scan_images"):
-        from . import files
+        from berg_onnx.inputs import scan as files
 
         return getattr(files, name)
     raise AttributeError(f"module 'berg_onnx' has no attribute {name!r}")
+
+
+_compat.install()

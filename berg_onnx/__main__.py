@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from berg_onnx.cli._legacy import main
 
 sys.exit(main())

@@ -7,19 +7,19 @@ from typing import Any
 
 import numpy as np
 
-from .catalog import ModelSpec, load_catalog
-from .constants import (
+from berg_onnx.constants import (
     DEFAULT_MODEL_ID,
     ENV_BATCH_SIZE,
     check_positive_int,
     env_positive_int,
 )
-from .errors import InvalidParameterError, ModelNotFoundError
-from .manifest import ModelEntry, model_key
-from .metadata import load_npz
-from .model import EncodingModel, load_encoding_model
-from .session import CUDA, available_providers, check_device, default_threads
-from .store import LocalStore, Store
+from berg_onnx.errors import InvalidParameterError, ModelNotFoundError
+from berg_onnx.model import EncodingModel, load_encoding_model
+from berg_onnx.session import CUDA, available_providers, check_device, default_threads
+from berg_onnx.source.catalog import ModelSpec, load_catalog
+from berg_onnx.source.local import LocalStore, Store
+from berg_onnx.source.manifest import ModelEntry, model_key
+from berg_onnx.source.metadata import load_npz
 
 SELECTION_KEYS = ("roi",)
 PRECISIONS = ("fp32", "int8")
@@ -61,7 +61,7 @@ class BERG:
         if berg_dir is not None:
             self.store: Store = LocalStore(berg_dir)
         else:
-            from .hub import HubStore
+            from berg_onnx.source.hub import HubStore
 
             self.store = HubStore(repo_id, revision, cache_dir, endpoint)
         self._models: dict[tuple[str, int, str, str, str], EncodingModel] = {}
@@ -185,7 +185,7 @@ class BERG:
         ``engine="ray"`` (or ``berg_onnx.engines.RayOptions(address=...)``) runs
         it on Ray Data instead, into the same store (the ``[ray]`` extra).
         """
-        from .experiment import run_experiment
+        from berg_onnx.experiment import run_experiment
 
         return run_experiment(
             self,

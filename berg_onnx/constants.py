@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from numbers import Integral
 
-from .errors import InvalidParameterError
+from berg_onnx.errors import InvalidParameterError
 
 #: Model id of the only model family shipped so far.
 DEFAULT_MODEL_ID = "fmri-nsd-fwrf"

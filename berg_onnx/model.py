@@ -37,11 +37,11 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from .constants import check_positive_int
-from .errors import InvalidParameterError, ModelLoadError
-from .manifest import INPUT_NAME, OUTPUT_NAME, ModelEntry
-from .session import CUDA, create_session
-from .stimulus import as_stimulus
+from berg_onnx.constants import check_positive_int
+from berg_onnx.errors import InvalidParameterError, ModelLoadError
+from berg_onnx.inputs.stimulus import as_stimulus
+from berg_onnx.session import CUDA, create_session
+from berg_onnx.source.manifest import INPUT_NAME, OUTPUT_NAME, ModelEntry
 
 SCHEDULES = ("auto", "serial", "workers", "prefetch")
 #: Returns the preprocessed (stop - start, 3, 227, 227) float32 input of images start..stop.
@@ -275,8 +275,8 @@ def load_encoding_model(
     The session is single-threaded: on CPU, encode() runs one such call per core.
     ``batch_size`` None picks the provider's default (constants.py).
     """
-    from .constants import CPU_BATCH_SIZE, CUDA_BATCH_SIZE
-    from .cpu import warn_if_int8_unverified
+    from berg_onnx.constants import CPU_BATCH_SIZE, CUDA_BATCH_SIZE
+    from berg_onnx.utils.cpu import warn_if_int8_unverified
 
     path = store.fetch(entry.onnx_file(precision))
     warn_if_int8_unverified(entry, precision)  # once per process, see cpu.py

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from .constants import ENV_THREADS, available_cores, env_positive_int
-from .errors import InvalidParameterError, ModelLoadError, ResourceError
+from berg_onnx.constants import ENV_THREADS, available_cores, env_positive_int
+from berg_onnx.errors import InvalidParameterError, ModelLoadError, ResourceError
 
 DEVICES = ("auto", "cpu", "cuda")
 CPU = "CPUExecutionProvider"

@@ -7,9 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-from berg_onnx.catalog import load_catalog
 from berg_onnx.constants import DEFAULT_MODEL_ID
 from berg_onnx.errors import BERGError
+from berg_onnx.source.catalog import load_catalog
 
 EPILOG = """examples:
   python -m export synth --out berg_dir --subjects 1 --rois V1 FFA-1 lateral

@@ -38,10 +38,10 @@ from typing import Any
 import numpy as np
 
 from berg_onnx.errors import BERGError, ModelLoadError
-from berg_onnx.fileio import read_npy_header
-from berg_onnx.metadata import EXPECTED as METADATA_ARRAYS
-from berg_onnx.metadata import check_array, flatten
-from berg_onnx.safezip import ZipLimits, open_checked_zip
+from berg_onnx.source.metadata import EXPECTED as METADATA_ARRAYS
+from berg_onnx.source.metadata import check_array, flatten
+from berg_onnx.source.safezip import ZipLimits, open_checked_zip
+from berg_onnx.utils.fileio import read_npy_header
 
 from .pickle_scan import scan_pickle
 

@@ -22,12 +22,14 @@ import onnxruntime
 import torch
 
 import berg_onnx
-import berg_onnx.cpu
-from berg_onnx.catalog import ModelSpec
+import berg_onnx.source.catalog
+import berg_onnx.source.manifest
+import berg_onnx.utils.cpu
 from berg_onnx.errors import InvalidParameterError, ModelLoadError, ModelNotFoundError
-from berg_onnx.fileio import atomic_path, sha256_file
-from berg_onnx.manifest import FileEntry, Manifest, ModelEntry, SplitEntry
-from berg_onnx.metadata import flatten, load_npz
+from berg_onnx.source.catalog import ModelSpec
+from berg_onnx.source.manifest import FileEntry, Manifest, ModelEntry, SplitEntry
+from berg_onnx.source.metadata import flatten, load_npz
+from berg_onnx.utils.fileio import atomic_path, sha256_file
 
 from . import layout
 from .checkpoint import load_checkpoint, load_pickled_npy
@@ -134,7 +136,7 @@ def export_int8(
     with atomic_path(out_dir / int8_name) as tmp:
         bound = quantize_readout(out_dir / onnx_name, tmp)
         diff = verify(tmp, reference, photos, tolerance=tolerance).max_abs_diff
-    measured, flags = berg_onnx.cpu.current()
+    measured, flags = berg_onnx.utils.cpu.current()
     return {
         "onnx_int8": FileEntry.of(out_dir, int8_name),
         "int8_max_abs_diff": diff,
@@ -142,11 +144,11 @@ def export_int8(
         "int8_tolerance": tolerance,
         "int8_pair_bound": bound,
         "int8_verified_on": {
-            "cpu": berg_onnx.cpu.model_name(),
+            "cpu": berg_onnx.utils.cpu.model_name(),
             "class": measured,
             "flags": list(flags),
         },
-        "int8_verified_classes": berg_onnx.cpu.int8_covered_classes(measured, bound),
+        "int8_verified_classes": berg_onnx.utils.cpu.int8_covered_classes(measured, bound),
     }
 
 
@@ -177,7 +179,7 @@ def add_int8(
     benchmark can report the failure and go on.
     """
     berg_dir, out_dir = Path(berg_dir), Path(out_dir)
-    catalog = berg_onnx.catalog.load_catalog()
+    catalog = berg_onnx.source.catalog.load_catalog()
     manifest_path = out_dir / catalog.manifest_name
     manifest = Manifest.load(manifest_path)
     entry = manifest.get(spec.model_id, subject, roi)
@@ -211,7 +213,7 @@ def convert_one(
     metadata_sha: str,
     int8: bool = False,
 ) -> ModelEntry:
-    catalog = berg_onnx.catalog.load_catalog()
+    catalog = berg_onnx.source.catalog.load_catalog()
     checkpoints = [load_checkpoint(p) for p in job.sources]
     for split, ck in enumerate(checkpoints, start=1):
         if ck.subject != job.subject or ck.split != split:
@@ -298,13 +300,13 @@ def convert(
     berg_dir, out_dir = Path(berg_dir), Path(out_dir)
     jobs = plan(berg_dir, spec, subjects, rois)
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest_path = out_dir / berg_onnx.catalog.load_catalog().manifest_name
+    manifest_path = out_dir / berg_onnx.source.catalog.load_catalog().manifest_name
     manifest = Manifest.load(manifest_path)
     photos = photographs(256, 8)
     bar = tqdm(jobs, desc="convert", unit="model", disable=not progress)
     for job in bar:
         bar.set_postfix_str(f"sub-{job.subject:02d} {job.roi}")
-        key = berg_onnx.manifest.model_key(spec.model_id, job.subject, job.roi)
+        key = berg_onnx.source.manifest.model_key(spec.model_id, job.subject, job.roi)
         src_sha = [sha256_file(p) for p in job.sources]
         meta_sha = sha256_file(job.metadata)
         if _up_to_date(manifest.models.get(key), out_dir, src_sha, meta_sha, int8):

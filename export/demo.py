@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from berg_onnx import BERG
-from berg_onnx.catalog import load_catalog
 from berg_onnx.constants import DEFAULT_MODEL_ID
+from berg_onnx.source.catalog import load_catalog
 
 from .convert import convert
 from .samples import photo_paths

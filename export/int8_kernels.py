@@ -98,7 +98,7 @@ def operands(path: Path, x: np.ndarray) -> list[Operands]:
     import onnxruntime as ort
     from onnx import numpy_helper
 
-    from berg_onnx.manifest import INPUT_NAME
+    from berg_onnx.source.manifest import INPUT_NAME
 
     model = onnx.load(str(path))
     inits = {i.name: i for i in model.graph.initializer}

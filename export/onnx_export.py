@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from berg_onnx.errors import BERGError
-from berg_onnx.manifest import INPUT_NAME, OUTPUT_NAME
+from berg_onnx.source.manifest import INPUT_NAME, OUTPUT_NAME
 
 from .reference import FwrfModel
 

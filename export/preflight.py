@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from berg_onnx.catalog import ModelSpec
+from berg_onnx.source.catalog import ModelSpec
 
 from . import layout
 from .checkpoint import load_checkpoint, load_pickled_npy

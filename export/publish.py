@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from berg_onnx.catalog import load_catalog
 from berg_onnx.errors import InvalidParameterError, ModelLoadError
-from berg_onnx.manifest import Manifest
+from berg_onnx.source.catalog import load_catalog
+from berg_onnx.source.manifest import Manifest
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def plan_upload(export_dir: Path) -> tuple[Manifest, list[PlannedFile]]:
             "The export does not match its manifest; re-run `python -m export convert` "
             "before publishing:\n  " + "\n  ".join(problems)
         )
-    from berg_onnx.fileio import sha256_file
+    from berg_onnx.utils.fileio import sha256_file
 
     files.append(PlannedFile(name, manifest_path.stat().st_size, sha256_file(manifest_path)))
     return manifest, files

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from berg_onnx.catalog import ModelSpec
-from berg_onnx.fileio import atomic_path
+from berg_onnx.source.catalog import ModelSpec
+from berg_onnx.utils.fileio import atomic_path
 
 from . import layout
 from .reference import Encoder, act

@@ -28,7 +28,7 @@ def build(out: Path) -> Path:
     import numpy as np
     import torch
 
-    from berg_onnx.catalog import load_catalog
+    from berg_onnx.source.catalog import load_catalog
     from export import layout
     from export.checkpoint import load_checkpoint
     from export.convert import convert

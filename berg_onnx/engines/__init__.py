@@ -15,9 +15,8 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from berg_onnx.engines.ray import RayOptions, import_ray, run_ray
 from berg_onnx.errors import InvalidParameterError
-
-from .ray import RayOptions, import_ray, run_ray
 
 ENGINES = ("local", "ray")
 

@@ -30,9 +30,8 @@ import os
 from typing import Any
 
 from berg_onnx.constants import DEFAULT_MODEL_ID
-from berg_onnx.session import check_device
-
-from .job import (
+from berg_onnx.engines.local import DEFAULT_BLOCK_IMAGES, RunReport, run_local
+from berg_onnx.experiment.job import (
     ALL,
     ExperimentJob,
     ModelPlan,
@@ -42,9 +41,9 @@ from .job import (
     load_model,
     plan_experiment,
 )
-from .local import DEFAULT_BLOCK_IMAGES, RunReport, run_local
-from .stimuli import StimulusSet, resolve_stimuli
-from .store import DEFAULT_CHUNK_SIZE, ExperimentStore, import_zarr
+from berg_onnx.experiment.stimuli import StimulusSet, resolve_stimuli
+from berg_onnx.experiment.store import DEFAULT_CHUNK_SIZE, ExperimentStore, import_zarr
+from berg_onnx.session import check_device
 
 __all__ = [
     "ALL",

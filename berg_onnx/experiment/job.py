@@ -19,11 +19,10 @@ from berg_onnx.constants import (
     check_positive_int,
 )
 from berg_onnx.errors import InvalidParameterError
-from berg_onnx.manifest import ModelEntry, model_key
+from berg_onnx.experiment.stimuli import StimulusSet, resolve_stimuli
 from berg_onnx.model import EncodingModel
 from berg_onnx.session import CUDA, check_device
-
-from .stimuli import StimulusSet, resolve_stimuli
+from berg_onnx.source.manifest import ModelEntry, model_key
 
 ALL = "all"
 PRECISIONS = ("fp32", "int8")

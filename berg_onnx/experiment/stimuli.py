@@ -25,7 +25,7 @@ import numpy as np
 
 from berg_onnx.constants import INPUT_SIZE
 from berg_onnx.errors import StimulusError
-from berg_onnx.resize import resize_rounded
+from berg_onnx.inputs.resize import resize_rounded
 
 KINDS = ("files", "array")
 #: Images resized per call for array input (bounds the float32 temporaries).
@@ -39,7 +39,7 @@ def decode_image(path: str) -> np.ndarray:
     Uses encode()'s conversion (images.py: EXIF, 16-bit, alpha) so that a grid
     and encode() see the same pixels.
     """
-    from berg_onnx.images import load_image
+    from berg_onnx.inputs.images import load_image
 
     return load_image(path)
 
@@ -47,8 +47,8 @@ def decode_image(path: str) -> np.ndarray:
 def _scan(items: list[str]) -> tuple[Any, list[Path] | None]:
     """(array, None) for one .npy, or (None, files) for files/folders, with encode's rules
     (files.py: hidden entries skipped, Pillow's extensions, symlinks followed once)."""
-    from berg_onnx.files import scan_images
-    from berg_onnx.stimulus import load_npy_stimulus
+    from berg_onnx.inputs.scan import scan_images
+    from berg_onnx.inputs.stimulus import load_npy_stimulus
 
     npys = [i for i in items if i.lower().endswith(".npy")]
     if npys:
@@ -126,7 +126,7 @@ def _hash_files(root: Path, labels: list[str]) -> str:
 
 
 def _from_array(array: np.ndarray, npy_path: str | None) -> StimulusSet:
-    from berg_onnx.stimulus import as_stimulus
+    from berg_onnx.inputs.stimulus import as_stimulus
 
     as_stimulus(array)  # encode()'s validation: shape, dtype, 0-255
     return StimulusSet(
@@ -139,7 +139,7 @@ def _from_array(array: np.ndarray, npy_path: str | None) -> StimulusSet:
 
 
 def _from_files(files: list[Path], single_folder: Path | None) -> StimulusSet:
-    from berg_onnx.stimulus import as_stimulus
+    from berg_onnx.inputs.stimulus import as_stimulus
 
     as_stimulus([str(f) for f in files])  # encode()'s up-front check of every file
     absolute = [f.resolve() for f in files]

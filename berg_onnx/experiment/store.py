@@ -35,8 +35,7 @@ from typing import Any
 import numpy as np
 
 from berg_onnx.errors import ExperimentError, InvalidParameterError, ResourceError
-
-from .job import ExperimentJob, ModelPlan, array_name
+from berg_onnx.experiment.job import ExperimentJob, ModelPlan, array_name
 
 FORMAT = "berg-onnx-experiment"
 FORMAT_VERSION = 1
@@ -287,7 +286,7 @@ def _flag(done: Any, index: int) -> int:
 
 
 def _root_attrs(job: ExperimentJob, chunk_size: int) -> dict[str, Any]:
-    from berg_onnx import __version__
+    from berg_onnx._version import __version__
 
     attrs = {
         "berg_onnx_version": __version__,

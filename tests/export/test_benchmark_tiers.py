@@ -11,7 +11,7 @@ pytest.importorskip("torch")
 
 from benchmarks.__main__ import int8_table, int8_tier  # noqa: E402
 from berg_onnx import BERG  # noqa: E402
-from berg_onnx.manifest import Manifest  # noqa: E402
+from berg_onnx.source.manifest import Manifest  # noqa: E402
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 import onnxruntime as ort  # noqa: E402
 
-from berg_onnx.catalog import load_catalog  # noqa: E402
 from berg_onnx.errors import InvalidParameterError, ModelNotFoundError  # noqa: E402
-from berg_onnx.manifest import Manifest  # noqa: E402
+from berg_onnx.source.catalog import load_catalog  # noqa: E402
+from berg_onnx.source.manifest import Manifest  # noqa: E402
 from export import convert as convert_mod  # noqa: E402
 from export import layout  # noqa: E402
 from export.checkpoint import load_checkpoint, load_pickled_npy  # noqa: E402

@@ -69,7 +69,7 @@ def test_wheel_contents_and_flavour(tmp_path, flavour, dist, runtime, other):
     assert export_torch and "<=2.13.0" in export_torch[0]  # never pulls a newer torch
     top = {n.split("/")[0] for n in names}
     assert top == {"berg_onnx", f"{dist.replace('-', '_')}-0.1.0.dist-info"}
-    assert "berg_onnx/models.json" in names and "berg_onnx/cli.py" in names
+    assert "berg_onnx/models.json" in names and "berg_onnx/cli/__init__.py" in names
     with zipfile.ZipFile(next((tmp_path / (flavour or "default")).glob("*.whl"))) as z:
         entry = z.read(f"{dist.replace('-', '_')}-0.1.0.dist-info/entry_points.txt").decode()
     assert "berg-onnx = berg_onnx.cli:main" in entry

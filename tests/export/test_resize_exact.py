@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from berg_onnx.resize import resize_rounded
+from berg_onnx.inputs.resize import resize_rounded
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

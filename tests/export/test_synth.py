@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from berg_onnx.catalog import load_catalog  # noqa: E402
+from berg_onnx.source.catalog import load_catalog  # noqa: E402
 from export import layout  # noqa: E402
 from export.checkpoint import _load_torch_zip, load_checkpoint, load_pickled_npy  # noqa: E402
 from export.onnx_export import reference_preprocess  # noqa: E402

@@ -117,9 +117,10 @@ def _run_one(name: str, args: argparse.Namespace) -> None:
     if atheris is not None and args.engine != "random":
         # resize is numeric, not parsing (and instrumented it grew ~15 MB/s under atheris)
         with atheris.instrument_imports(
-            include=["berg_onnx", "export", "pickle", "zipfile"], exclude=["berg_onnx.resize"]
+            include=["berg_onnx", "export", "pickle", "zipfile"],
+            exclude=["berg_onnx.inputs.resize"],
         ):
-            import berg_onnx.metadata  # noqa: F401
+            import berg_onnx.source.metadata  # noqa: F401
             from tests.fuzz.targets import TARGETS
 
             try:

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from berg_onnx.errors import BERGError
-from berg_onnx.fileio import open_npy_stimulus
-from berg_onnx.manifest import Manifest
-from berg_onnx.metadata import load_npz
-from berg_onnx.stimulus import Stimulus, as_stimulus
+from berg_onnx.inputs.stimulus import Stimulus, as_stimulus
+from berg_onnx.source.manifest import Manifest
+from berg_onnx.source.metadata import load_npz
+from berg_onnx.utils.fileio import open_npy_stimulus
 
 from . import crafted
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hubserver import HubServer, client_env  # noqa: E402
 
 from berg_onnx import BERG  # noqa: E402
-from berg_onnx.manifest import Manifest  # noqa: E402
+from berg_onnx.source.manifest import Manifest  # noqa: E402
 
 REPO_ID = "berg-soak/fmri-nsd-fwrf-onnx"
 MODEL = "fmri-nsd-fwrf"

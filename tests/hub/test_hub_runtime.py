@@ -228,7 +228,7 @@ def test_two_processes_download_the_same_model_at_once(hub, tmp_path):
         assert p.returncode == 0, err
         assert out.strip() == "61"
     (cached,) = [p for p in cache.rglob("*roi-lateral.onnx") if "snapshots" in p.parts]
-    from berg_onnx.manifest import Manifest
+    from berg_onnx.source.manifest import Manifest
 
     entry = Manifest.load(next(cache.rglob("manifest.json"))).get(MODEL, 1, "lateral")
     assert entry.onnx.problem(cached) is None

@@ -29,7 +29,8 @@ def no_extras(monkeypatch):
 
 
 def test_modules_import_and_name_the_extra(no_extras):
-    from berg_onnx import brainspace, plot, volume
+    from berg_onnx.brain import plot, volume
+    from berg_onnx.brain import runs as brainspace
 
     meta = {"fmri": {"roi_mask_volume": np.ones((2, 2, 2), bool), "fmri_affine": np.eye(4)}}
     with pytest.raises(ResourceError, match=r'pip install "berg-onnx\[viz\]"'):

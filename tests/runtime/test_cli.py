@@ -188,7 +188,7 @@ def test_non_utf8_and_newline_names_are_written_losslessly(artifacts_dir, export
     assert len(lines) == np.load(out).shape[0] == 3  # one line per row
     tails = sorted(line.rsplit(b"/", 1)[1] for line in lines)
     assert tails == [b"back\\\\slash.png", b"caf\xe9.png", b"two\\nlines.png"]  # raw bytes kept
-    from berg_onnx.outputs import read_listing
+    from berg_onnx.utils.outputs import read_listing
 
     names = read_listing(listing)
     assert sorted(os.fsencode(n).rsplit(b"/", 1)[1] for n in names) == sorted(raw_names)
@@ -269,7 +269,7 @@ def test_broken_pipe_exits_0_silently(export_dir, command):
 
 
 def test_version_threads_and_help_list_valid_values(image_dir, export_dir, tmp_path):
-    from berg_onnx import __version__
+    from berg_onnx._version import __version__
 
     run = cli("--version")
     assert run.returncode == 0 and run.stdout.strip() == f"berg-onnx {__version__}"

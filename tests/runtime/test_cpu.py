@@ -6,8 +6,9 @@ import warnings
 
 import pytest
 
-from berg_onnx import BERG, cpu
-from berg_onnx.manifest import Manifest, ModelEntry
+from berg_onnx import BERG
+from berg_onnx.source.manifest import Manifest, ModelEntry
+from berg_onnx.utils import cpu
 
 HASWELL = {"sse4_2", "avx", "avx2", "fma"}
 ZEN4 = HASWELL | {"avx512f", "avx512bw", "avx512_vnni"}

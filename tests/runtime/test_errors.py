@@ -168,7 +168,7 @@ def test_cpu_and_auto_share_one_model_without_cuda(export_dir):
 def test_a_long_lived_berg_notices_a_re_export(export_dir, golden_export, tmp_path, photos):
     import shutil
 
-    from berg_onnx.manifest import Manifest
+    from berg_onnx.source.manifest import Manifest
 
     copy = tmp_path / "export"
     shutil.copytree(export_dir, copy)

@@ -23,7 +23,7 @@ from PIL import Image
 
 from berg_onnx import BERG
 from berg_onnx.errors import ExperimentError
-from berg_onnx.manifest import Manifest
+from berg_onnx.source.manifest import Manifest
 
 zarr = pytest.importorskip("zarr")
 
@@ -195,7 +195,7 @@ def test_rerun_of_a_complete_store_does_nothing_quickly(grid, berg, image_dir):
 
 def test_preprocessing_runs_once_per_image(berg, image_dir, tmp_path, monkeypatch):
     import berg_onnx.experiment.stimuli as grid_stimuli
-    import berg_onnx.stimulus as encode_stimulus
+    import berg_onnx.inputs.stimulus as encode_stimulus
 
     resized = []
     real = grid_stimuli.resize_rounded

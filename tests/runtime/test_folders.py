@@ -63,7 +63,7 @@ def messy(tmp_path, photos) -> Path:
 
 
 def test_scan_rules(messy):
-    from berg_onnx.files import BROKEN_LINK, HIDDEN, NOT_AN_IMAGE, SEEN_FOLDER, scan_images
+    from berg_onnx.inputs.scan import BROKEN_LINK, HIDDEN, NOT_AN_IMAGE, SEEN_FOLDER, scan_images
 
     scan = scan_images([messy])
     names = [p.relative_to(messy).as_posix() for p in scan.files]
@@ -78,7 +78,7 @@ def test_scan_rules(messy):
 def test_every_extension_pillow_opens_is_found(tmp_path, photos):
     from PIL import Image as PILImage
 
-    from berg_onnx.files import scan_images
+    from berg_onnx.inputs.scan import scan_images
 
     PILImage.init()
     for ext, fmt in [(".jp2", "JPEG2000"), (".webp", "WEBP"), (".tif", "TIFF"), (".bmp", "BMP")]:
@@ -90,7 +90,7 @@ def test_every_extension_pillow_opens_is_found(tmp_path, photos):
 
 
 def test_named_files_are_taken_as_given_and_missing_ones_fail(messy):
-    from berg_onnx.files import scan_images
+    from berg_onnx.inputs.scan import scan_images
 
     assert scan_images([messy / ".hidden.png"]).files == (messy / ".hidden.png",)
     with pytest.raises(StimulusError, match="broken symbolic link"):
@@ -149,8 +149,8 @@ def test_on_error_skip_leaves_the_file_out(folder_with_bad_file, export_dir, tmp
 
 
 def test_api_skip_reports_failed_rows(folder_with_bad_file, export_dir):
-    from berg_onnx.files import scan_images
-    from berg_onnx.stimulus import as_stimulus
+    from berg_onnx.inputs.scan import scan_images
+    from berg_onnx.inputs.stimulus import as_stimulus
 
     files = list(scan_images([folder_with_bad_file]).files)
     files.insert(1, folder_with_bad_file / "gone.jpg")

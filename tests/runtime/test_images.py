@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from berg_onnx import BERG, StimulusError
-from berg_onnx.images import load_image
+from berg_onnx.inputs.images import load_image
 
 MODEL = "fmri-nsd-fwrf"
 

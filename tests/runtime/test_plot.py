@@ -13,9 +13,9 @@ pytest.importorskip("matplotlib")
 pytest.importorskip("nibabel")
 
 from berg_onnx import BERG  # noqa: E402
+from berg_onnx.brain.plot import accuracy, response_map  # noqa: E402
+from berg_onnx.brain.volume import save_nifti, to_nifti  # noqa: E402
 from berg_onnx.errors import InvalidParameterError  # noqa: E402
-from berg_onnx.plot import accuracy, response_map  # noqa: E402
-from berg_onnx.volume import save_nifti, to_nifti  # noqa: E402
 
 
 def cli(*args) -> subprocess.CompletedProcess:

@@ -7,8 +7,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from berg_onnx import resize
-from berg_onnx.resize import resize_rounded
+from berg_onnx.inputs import resize
+from berg_onnx.inputs.resize import resize_rounded
 
 
 def _noise(shape: tuple[int, ...], seed: int = 0, dtype: type = np.uint8) -> np.ndarray:

@@ -21,10 +21,10 @@ from fuzz import crafted
 
 from berg_onnx import BERG
 from berg_onnx.errors import ModelLoadError, StimulusError
-from berg_onnx.fileio import open_npy_stimulus
-from berg_onnx.manifest import Manifest
-from berg_onnx.metadata import load_npz
-from berg_onnx.stimulus import load_npy_stimulus
+from berg_onnx.inputs.stimulus import load_npy_stimulus
+from berg_onnx.source.manifest import Manifest
+from berg_onnx.source.metadata import load_npz
+from berg_onnx.utils.fileio import open_npy_stimulus
 
 MODEL = "fmri-nsd-fwrf"
 

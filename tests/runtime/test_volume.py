@@ -12,12 +12,12 @@ import pytest
 nib = pytest.importorskip("nibabel")
 
 from berg_onnx import BERG  # noqa: E402
-from berg_onnx.errors import InvalidParameterError, ModelLoadError  # noqa: E402
-from berg_onnx.volume import (  # noqa: E402
+from berg_onnx.brain.volume import (  # noqa: E402
     from_nifti,
     save_nifti,
     to_nifti,
 )
+from berg_onnx.errors import InvalidParameterError, ModelLoadError  # noqa: E402
 
 SHAPE = (81, 104, 83)
 
@@ -206,7 +206,7 @@ def test_shapes_and_metadata_are_validated(meta, encoded):
 
 
 def test_paths_file_names():
-    from berg_onnx.outputs import listing_path
+    from berg_onnx.utils.outputs import listing_path
 
     assert listing_path("d/r.nii.gz") == Path("d/r.paths.txt")
     assert listing_path("r.nii") == Path("r.paths.txt")
@@ -295,7 +295,7 @@ def overlap_export(export_dir, meta, tmp_path_factory):
     import hashlib
     import json
 
-    from berg_onnx.metadata import flatten, load_npz
+    from berg_onnx.source.metadata import flatten, load_npz
 
     out = tmp_path_factory.mktemp("overlap_export")
     manifest = json.loads((export_dir / "manifest.json").read_text())
@@ -371,7 +371,7 @@ def test_volume_refuses_an_incomplete_store_or_other_metadata(export_dir, photos
     import zarr
     from runstore import mark_unfinished, write_run_store
 
-    from berg_onnx.brainspace import RunStore, store_metadata
+    from berg_onnx.brain.runs import RunStore, store_metadata
 
     cut = write_run_store(tmp_path / "cut.zarr", export_dir, photos, ["V1"])
     mark_unfinished(cut, 1, "V1")

@@ -16,8 +16,8 @@ import pytest
 from webref import CHROMIUM, WEB, require
 
 from berg_onnx import BERG
-from berg_onnx.manifest import Manifest
-from berg_onnx.web import make_server, start_in_thread, url_of
+from berg_onnx.source.manifest import Manifest
+from berg_onnx.web.server import make_server, start_in_thread, url_of
 
 pytest.importorskip("skimage", reason="natural photographs come from scikit-image (export extra)")
 from PIL import Image  # noqa: E402

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from webref import run_node_test, write_image, write_json
 
-from berg_onnx import BERG, resize
-from berg_onnx.fileio import sha256_file
-from berg_onnx.resize import resize_rounded
-from berg_onnx.web import make_server, start_in_thread, url_of
+from berg_onnx import BERG
+from berg_onnx.inputs import resize
+from berg_onnx.inputs.resize import resize_rounded
+from berg_onnx.utils.fileio import sha256_file
+from berg_onnx.web.server import make_server, start_in_thread, url_of
 
 pytest.importorskip("skimage", reason="natural photographs come from scikit-image (export extra)")
 from PIL import Image  # noqa: E402
@@ -101,7 +102,7 @@ def _rgb_on_white(rgba: np.ndarray, folder: Path) -> np.ndarray:
     """(3, H, W): berg_onnx.images' conversion of an RGBA PNG where it exists (#11),
     else round-half-even((c*a + 255*(255-a)) / 255) in exact integers."""
     try:
-        from berg_onnx.images import load_image
+        from berg_onnx.inputs.images import load_image
     except ImportError:
         c = rgba[..., :3].astype(np.int64)
         a = rgba[..., 3:].astype(np.int64)
@@ -171,7 +172,7 @@ def served_export(export_dir: Path, tmp_path_factory):
     for f in export_dir.iterdir():
         if f.is_file():
             (tampered / f.name).write_bytes(f.read_bytes())
-    from berg_onnx.manifest import Manifest
+    from berg_onnx.source.manifest import Manifest
 
     v1 = Manifest.load(tampered / "manifest.json").get("fmri-nsd-fwrf", 1, "V1").onnx.name
     data = bytearray((tampered / v1).read_bytes())

@@ -21,8 +21,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .errors import InvalidParameterError, ResourceError
-from .outputs import is_nifti_path
+from berg_onnx.errors import InvalidParameterError, ResourceError
+from berg_onnx.utils.outputs import is_nifti_path
 
 #: NIfTI codes for the transforms: both hold the metadata's affine, which maps
 #: voxels to the subject's native (scanner-derived) space, not a template.
@@ -299,7 +299,7 @@ def save_nifti(
     Streams WRITE_BLOCK images at a time, so a (N, nv) array that is a memory
     map or a Zarr array never needs all N volumes (2.8 MB each) in memory.
     """
-    from .fileio import atomic_path
+    from berg_onnx.utils.fileio import atomic_path
 
     path = Path(path)
     if not is_nifti_path(path):

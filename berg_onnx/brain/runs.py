@@ -18,11 +18,11 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .constants import DEFAULT_MODEL_ID
-from .errors import InvalidParameterError, ModelLoadError, ModelNotFoundError
-from .experiment.store import DONE, import_zarr, missing_chunks
-from .outputs import is_nifti_path, listing_path, read_listing, write_pair
-from .volume import from_nifti, require_nibabel, save_nifti, write_nifti
+from berg_onnx.brain.volume import from_nifti, require_nibabel, save_nifti, write_nifti
+from berg_onnx.constants import DEFAULT_MODEL_ID
+from berg_onnx.errors import InvalidParameterError, ModelLoadError, ModelNotFoundError
+from berg_onnx.experiment.store import DONE, import_zarr, missing_chunks
+from berg_onnx.utils.outputs import is_nifti_path, listing_path, read_listing, write_pair
 
 #: The run store's statement of its voxel order (issue #14's contract).
 VOXEL_ORDER = "roi_mask_volume C-order"
@@ -115,7 +115,7 @@ def make_berg(
     revision: str | None = None,
 ):
     """The BERG to read metadata from: the override given, else the store's source, else the Hub."""
-    from .api import BERG
+    from berg_onnx.api import BERG
 
     if berg_dir:
         return BERG(berg_dir=berg_dir)
@@ -281,8 +281,8 @@ def plot_command(
     revision: str | None = None,
 ) -> str:
     """berg-onnx plot: a response map (or --accuracy figure) saved to a PNG/PDF/SVG file."""
-    from . import plot
-    from .fileio import atomic_path
+    from berg_onnx.brain import plot
+    from berg_onnx.utils.fileio import atomic_path
 
     plot.require_matplotlib()
     if accuracy:

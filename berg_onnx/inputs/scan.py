@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import StimulusError
+from berg_onnx.errors import StimulusError
 
 #: Why a file was left out of a folder scan.
 HIDDEN = "hidden"

@@ -16,7 +16,7 @@ import math
 import re
 from typing import Any
 
-from .errors import ModelLoadError
+from berg_onnx.errors import ModelLoadError
 
 MAX_MANIFEST_BYTES = 16 << 20  # 184 models take ~400 KB
 MAX_MODELS = 10_000
@@ -129,7 +129,7 @@ _REQUIRED = (
 
 
 def _model(key: str, v: Any, where: str) -> None:
-    from .manifest import model_key
+    from berg_onnx.source.manifest import model_key
 
     entry = _dict(v, where)
     missing = [k for k in _REQUIRED if k not in entry]

@@ -30,8 +30,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .errors import InvalidParameterError
-from .fileio import _umask
+from berg_onnx.errors import InvalidParameterError
+from berg_onnx.utils.fileio import _umask
 
 _ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r"}
 _UNESCAPES = {"\\": "\\", "n": "\n", "r": "\r"}

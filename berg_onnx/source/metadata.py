@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BERGError, ModelLoadError
-from .fileio import read_npy_header
-from .safezip import ZipLimits, open_checked_zip
+from berg_onnx.errors import BERGError, ModelLoadError
+from berg_onnx.source.safezip import ZipLimits, open_checked_zip
+from berg_onnx.utils.fileio import read_npy_header
 
 SEP = "/"
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from .catalog import load_catalog
-from .errors import ModelLoadError, ModelNotFoundError
-from .manifest import FileEntry, Manifest
+from berg_onnx.errors import ModelLoadError, ModelNotFoundError
+from berg_onnx.source.catalog import load_catalog
+from berg_onnx.source.manifest import FileEntry, Manifest
 
 
 class Store(Protocol):

@@ -43,7 +43,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from .errors import StimulusError
+from berg_onnx.errors import StimulusError
 
 ImageSource = Union[str, os.PathLike, Any]  # Any: PIL.Image.Image (Pillow imported lazily)
 #: What transparent pixels are composited onto, unless the caller picks another colour.

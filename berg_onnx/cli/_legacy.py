@@ -16,10 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from .catalog import load_catalog
-from .constants import DEFAULT_MODEL_ID, ENV_CACHE, ENV_REPO, ENV_REVISION, check_positive_int
-from .errors import BERGError, InvalidParameterError
-from .manifest import model_key
+from berg_onnx.constants import (
+    DEFAULT_MODEL_ID,
+    ENV_CACHE,
+    ENV_REPO,
+    ENV_REVISION,
+    check_positive_int,
+)
+from berg_onnx.errors import BERGError, InvalidParameterError
+from berg_onnx.source.catalog import load_catalog
+from berg_onnx.source.manifest import model_key
 
 #: A 69-byte ONNX graph (Identity) used by `doctor` to try each execution provider.
 _PROBE_MODEL = base64.b64decode(
@@ -49,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _berg(args: argparse.Namespace):
-    from .api import BERG
+    from berg_onnx.api import BERG
 
     batch_size, threads = getattr(args, "batch_size", None), getattr(args, "threads", None)
     if args.berg_dir:
@@ -75,8 +81,8 @@ def _note(args: argparse.Namespace, message: str) -> None:
 
 def collect_images(args: argparse.Namespace) -> tuple[Any, list[str], list[Path]]:
     """(stimulus, row labels, input files) from files, folders (files.py's rules) or one .npy."""
-    from .files import scan_images
-    from .stimulus import as_stimulus, load_npy_stimulus
+    from berg_onnx.inputs.scan import scan_images
+    from berg_onnx.inputs.stimulus import as_stimulus, load_npy_stimulus
 
     items = args.images
     npys = [i for i in items if i.lower().endswith(".npy")]
@@ -99,11 +105,11 @@ def collect_images(args: argparse.Namespace) -> tuple[Any, list[str], list[Path]
 def write_output(out: Path, responses: np.ndarray, labels: list[str], berg, model) -> str:
     """Write the responses by ``out``'s suffix (.npy, or a NIfTI in the subject's space) and
     the .paths.txt beside it, as one pair (outputs.py); returns what was written."""
-    from .outputs import is_nifti_path, write_responses
+    from berg_onnx.utils.outputs import is_nifti_path, write_responses
 
     write = None
     if is_nifti_path(out):
-        from .brainspace import nifti_writer
+        from berg_onnx.brain.runs import nifti_writer
 
         write = nifti_writer(out, berg, model)
     listing = write_responses(out, responses, labels, write=write)
@@ -111,12 +117,12 @@ def write_output(out: Path, responses: np.ndarray, labels: list[str], berg, mode
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from .outputs import RESPONSE_SUFFIXES, check_output, is_nifti_path
+    from berg_onnx.utils.outputs import RESPONSE_SUFFIXES, check_output, is_nifti_path
 
     out = Path(args.out)
     check_output(out, RESPONSE_SUFFIXES)  # before any work; again below against the inputs
     if is_nifti_path(out):
-        from .volume import require_nibabel
+        from berg_onnx.brain.volume import require_nibabel
 
         require_nibabel()
     spec = load_catalog().model(DEFAULT_MODEL_ID)
@@ -162,8 +168,8 @@ def _grid_choice(values: list[str], what: str) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .engines import engine_from_cli
-    from .experiment import run_experiment
+    from berg_onnx.engines import engine_from_cli
+    from berg_onnx.experiment import run_experiment
 
     berg = _berg(args)
     try:
@@ -196,8 +202,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_volume(args: argparse.Namespace) -> int:
-    from .brainspace import volume_command
-    from .outputs import NIFTI_SUFFIXES, check_output
+    from berg_onnx.brain.runs import volume_command
+    from berg_onnx.utils.outputs import NIFTI_SUFFIXES, check_output
 
     out = Path(args.out)
     check_output(out, NIFTI_SUFFIXES)  # before any work
@@ -218,8 +224,8 @@ def cmd_volume(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from .brainspace import FIGURE_SUFFIXES, plot_command
-    from .outputs import check_output
+    from berg_onnx.brain.runs import FIGURE_SUFFIXES, plot_command
+    from berg_onnx.utils.outputs import check_output
 
     out = Path(args.out)
     check_output(out, FIGURE_SUFFIXES)  # before any work
@@ -285,9 +291,9 @@ def _status(store, manifest, model_id: str, roi: str, subjects) -> str:
 
 
 def cmd_metadata(args: argparse.Namespace) -> int:
-    from .fileio import atomic_path
-    from .metadata import flatten
-    from .outputs import check_output
+    from berg_onnx.source.metadata import flatten
+    from berg_onnx.utils.fileio import atomic_path
+    from berg_onnx.utils.outputs import check_output
 
     if args.out:
         check_output(Path(args.out), (".npz",))  # before anything is printed
@@ -342,7 +348,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_web(args: argparse.Namespace) -> int:
-    from .web import serve
+    from berg_onnx.web.server import serve
 
     serve(Path(args.berg_dir), args.port, Path(args.web_dir) if args.web_dir else None)
     return 0
@@ -352,9 +358,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     import onnxruntime as ort
     from huggingface_hub import constants as hf
 
-    from . import __version__
-    from .hub import hub_settings
-    from .session import available_cores, default_threads
+    from berg_onnx._version import __version__
+    from berg_onnx.session import available_cores, default_threads
+    from berg_onnx.source.hub import hub_settings
 
     print(f"berg-onnx {__version__}, Python {sys.version.split()[0]}, numpy {np.__version__}")
     print(f"huggingface_hub {importlib.metadata.version('huggingface-hub')}")
@@ -461,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="\n\n".join(EXAMPLES.values()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from . import __version__
+    from berg_onnx._version import __version__
 
     parser.add_argument("--version", action="version", version=f"berg-onnx {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -577,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("doctor", "check the installation: versions, providers, CUDA, cache")
     p.set_defaults(func=cmd_doctor)
 
-    from .web import add_arguments as add_web_arguments
+    from berg_onnx.web.server import add_arguments as add_web_arguments
 
     help = "serve the browser page and a local export on 127.0.0.1 (needs a checkout's web/)"
     p = sub.add_parser(

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import threading
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -30,8 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from .errors import ModelNotFoundError, ResourceError
-from .manifest import Manifest
+from berg_onnx.errors import ModelNotFoundError, ResourceError
+from berg_onnx.source.manifest import Manifest
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -72,7 +71,7 @@ HEADERS = {
 
 def default_web_dir() -> Path:
     """web/ of the checkout this package was imported from."""
-    return Path(__file__).resolve().parents[1] / "web"
+    return Path(__file__).resolve().parents[2] / "web"
 
 
 def check_web_dir(web_dir: Path) -> Path:
@@ -218,13 +217,3 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--web-dir", default=None, help="the page's folder (default: web/ of this checkout)"
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .cli import main as cli_main
-
-    return cli_main(["web", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

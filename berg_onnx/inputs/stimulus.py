@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from .constants import INPUT_SIZE
-from .errors import InvalidParameterError, StimulusError
-from .images import WHITE, ImageSource, check_background, is_pil_image, load_image
-from .resize import resize_rounded
+from berg_onnx.constants import INPUT_SIZE
+from berg_onnx.errors import InvalidParameterError, StimulusError
+from berg_onnx.inputs.images import WHITE, ImageSource, check_background, is_pil_image, load_image
+from berg_onnx.inputs.resize import resize_rounded
 
 EXPECTED = (
     "a numpy integer array of shape (N, 3, H, W) with values 0-255 (e.g. uint8), "
@@ -260,7 +260,7 @@ def load_npy_stimulus(path: str | os.PathLike[str]) -> Stimulus:
     refuses crafted headers before mapping, ``as_stimulus`` judges dtype, shape
     and values with its hints; either error names the file.
     """
-    from .fileio import open_npy_stimulus
+    from berg_onnx.utils.fileio import open_npy_stimulus
 
     array = open_npy_stimulus(path)
     try:

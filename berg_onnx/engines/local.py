@@ -30,11 +30,10 @@ from typing import Any
 import numpy as np
 
 from berg_onnx.constants import INPUT_SIZE, check_positive_int
+from berg_onnx.experiment.job import ExperimentJob, ModelPlan, encode_rows, load_model
+from berg_onnx.experiment.store import ExperimentStore
 from berg_onnx.model import EncodingModel
 from berg_onnx.session import CUDA
-
-from .job import ExperimentJob, ModelPlan, encode_rows, load_model
-from .store import ExperimentStore
 
 #: Images preprocessed and held (as uint8, ~155 kB each) per block, on CPU: a
 #: model load (0.1-0.3 s) is then <= ~2% of a block's time even for FFA-1.

@@ -123,7 +123,7 @@ def open_npy_stimulus(path: str | os.PathLike[str]):
     """
     import numpy as np
 
-    from .errors import StimulusError
+    from berg_onnx.errors import StimulusError
 
     path = Path(path)
 

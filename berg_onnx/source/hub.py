@@ -15,10 +15,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .catalog import load_catalog
-from .constants import ENV_CACHE, ENV_REPO, ENV_REVISION, env_str
-from .errors import ModelLoadError, ModelNotFoundError, ResourceError
-from .manifest import FileEntry, Manifest
+from berg_onnx.constants import ENV_CACHE, ENV_REPO, ENV_REVISION, env_str
+from berg_onnx.errors import ModelLoadError, ModelNotFoundError, ResourceError
+from berg_onnx.source.catalog import load_catalog
+from berg_onnx.source.manifest import FileEntry, Manifest
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidParameterError, ModelLoadError, ModelNotFoundError
-from .fileio import atomic_write_bytes, sha256_file
-from .manifest_schema import MAX_MANIFEST_BYTES, parse_json, validate_manifest
+from berg_onnx.errors import InvalidParameterError, ModelLoadError, ModelNotFoundError
+from berg_onnx.source._schema import MAX_MANIFEST_BYTES, parse_json, validate_manifest
+from berg_onnx.utils.fileio import atomic_write_bytes, sha256_file
 
 SCHEMA_VERSION = 1
 FORMAT = "berg-onnx-export"

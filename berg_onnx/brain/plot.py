@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidParameterError, ResourceError
-from .volume import Space, prepare, require_nibabel, volumes
+from berg_onnx.brain.volume import Space, prepare, require_nibabel, volumes
+from berg_onnx.errors import InvalidParameterError, ResourceError
 
 #: Responses are z-scored per voxel, so a colour map centred on 0 reads best.
 DEFAULT_CMAP = "RdBu_r"

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidParameterError, ModelNotFoundError
+from berg_onnx.errors import InvalidParameterError, ModelNotFoundError
 
-_REPO_CATALOG = Path(__file__).resolve().parent.parent / "models.json"
+_REPO_CATALOG = Path(__file__).resolve().parents[2] / "models.json"
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,6 @@ def _parse(raw: dict[str, Any]) -> Catalog:
 @lru_cache(maxsize=1)
 def load_catalog() -> Catalog:
     """The catalogue shipped with this installation."""
-    packaged = resources.files(__package__).joinpath("models.json")
+    packaged = resources.files("berg_onnx").joinpath("models.json")
     text = packaged.read_text("utf-8") if packaged.is_file() else _REPO_CATALOG.read_text("utf-8")
     return _parse(json.loads(text))
