@@ -17,6 +17,7 @@ import re
 from typing import Any
 
 from berg_onnx.errors import ModelLoadError
+from berg_onnx.source.catalog import model_key
 
 MAX_MANIFEST_BYTES = 16 << 20  # 184 models take ~400 KB
 MAX_MODELS = 10_000
@@ -129,8 +130,6 @@ _REQUIRED = (
 
 
 def _model(key: str, v: Any, where: str) -> None:
-    from berg_onnx.source.manifest import model_key
-
     entry = _dict(v, where)
     missing = [k for k in _REQUIRED if k not in entry]
     if missing:

@@ -22,6 +22,11 @@ from berg_onnx.errors import InvalidParameterError, ModelNotFoundError
 _REPO_CATALOG = Path(__file__).resolve().parents[2] / "models.json"
 
 
+def model_key(model_id: str, subject: int, roi: str) -> str:
+    """The key of one model in a manifest and in every listing: ``model_id/sub-XX/ROI``."""
+    return f"{model_id}/sub-{subject:02d}/{roi}"
+
+
 @dataclass(frozen=True)
 class ROI:
     name: str

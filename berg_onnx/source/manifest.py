@@ -13,6 +13,7 @@ from typing import Any
 
 from berg_onnx.errors import InvalidParameterError, ModelLoadError, ModelNotFoundError
 from berg_onnx.source._schema import MAX_MANIFEST_BYTES, parse_json, validate_manifest
+from berg_onnx.source.catalog import model_key
 from berg_onnx.utils.fileio import atomic_write_bytes, sha256_file
 
 SCHEMA_VERSION = 1
@@ -21,10 +22,6 @@ FORMAT = "berg-onnx-export"
 #: [0, 1]) and this output (float32 (batch, nv)).
 INPUT_NAME = "images"
 OUTPUT_NAME = "responses"
-
-
-def model_key(model_id: str, subject: int, roi: str) -> str:
-    return f"{model_id}/sub-{subject:02d}/{roi}"
 
 
 @dataclass(frozen=True)
