@@ -215,7 +215,7 @@ def throughput(
         pre = np.concatenate([berg_preprocess(images[i : i + bs]) for i in range(0, n, bs)])
 
         def model_only(m=model, x=pre, bs=bs):  # encode()'s scheduling, resize excluded
-            m._run(lambda a, b: x[a:b], len(x), bs)
+            m.run_preprocessed(lambda a, b: x[a:b], len(x), batch_size=bs)
 
         only = rate(model_only, n, min_time)
         lat = []

@@ -181,11 +181,11 @@ class BERG:
         computes only the chunks (``chunk_size`` rows; default 256, or the
         store's) not yet recorded as complete; a store started on other images
         or other model files is refused unless ``overwrite=True``. Needs the
-        ``[zarr]`` extra. Returns an ``experiment.RunReport``; layout: README.
+        ``[zarr]`` extra. Returns an ``engines.RunReport``; layout: README.
         ``engine="ray"`` (or ``berg_onnx.engines.RayOptions(address=...)``) runs
         it on Ray Data instead, into the same store (the ``[ray]`` extra).
         """
-        from berg_onnx.experiment import run_experiment
+        from berg_onnx.engines import run_experiment
 
         return run_experiment(
             self,

@@ -168,8 +168,7 @@ def _grid_choice(values: list[str], what: str) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from berg_onnx.engines import engine_from_cli
-    from berg_onnx.experiment import run_experiment
+    from berg_onnx.engines import engine_from_cli, run_experiment
 
     berg = _berg(args)
     try:

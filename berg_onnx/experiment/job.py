@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -20,11 +20,27 @@ from berg_onnx.constants import (
 )
 from berg_onnx.errors import InvalidParameterError
 from berg_onnx.experiment.stimuli import StimulusSet, resolve_stimuli
-from berg_onnx.model import EncodingModel
-from berg_onnx.session import CUDA, check_device
+from berg_onnx.model import EncodingModel, load_encoding_model
+from berg_onnx.session import check_device
+from berg_onnx.source.catalog import Catalog
+from berg_onnx.source.local import ModelSource
 from berg_onnx.source.manifest import ModelEntry, model_key
+from berg_onnx.utils.progress import ProgressBar
 
 ALL = "all"
+
+
+class ModelLibrary(Protocol):
+    """What planning and running an experiment need of a ``BERG``: its catalogue, where its
+    model files come from, and its loop settings (a protocol, so this layer never imports
+    the API above it)."""
+
+    catalog: Catalog
+    store: ModelSource
+    batch_size: int | None
+    threads: int
+
+
 PRECISIONS = ("fp32", "int8")
 
 
@@ -87,7 +103,7 @@ class ExperimentJob:
         raise InvalidParameterError(f"{array_name(subject, roi)} is not part of this experiment")
 
 
-def _source_attrs(store: Any) -> dict[str, str]:
+def _source_attrs(store: ModelSource) -> dict[str, str]:
     """How the store's files are found again: a Hub repo + revision, or an export folder."""
     if hasattr(store, "repo_id"):
         return {"repo_id": str(store.repo_id), "revision": str(store.revision)}
@@ -112,7 +128,7 @@ def _choose(value: Any, available: list, check, what: str) -> list:
 
 
 def plan_experiment(
-    berg: Any,
+    berg: ModelLibrary,
     stimulus: Any,
     subjects: Any = ALL,
     rois: Any = ALL,
@@ -165,27 +181,39 @@ def as_model_input(rows: np.ndarray) -> np.ndarray:
     return x
 
 
-def encode_rows(model: EncodingModel, rows: np.ndarray, bar: Any = None) -> np.ndarray:
+def encode_rows(
+    model: EncodingModel, rows: np.ndarray, bar: ProgressBar | None = None
+) -> np.ndarray:
     """(n, nv) responses of preprocessed uint8 rows (StimulusSet.read), in encode()'s loop.
 
     Engines call it once per chunk (or on whole chunks stacked, when the batch size
     divides the chunk size), so that no batch straddles two chunks: a chunk's rows
     are then the same whichever run computes it.
     """
-    return model._run(lambda a, b: as_model_input(rows[a:b]), len(rows), model.batch_size, bar)
+    return model.run_preprocessed(lambda a, b: as_model_input(rows[a:b]), len(rows), bar=bar)
 
 
 def load_model(
-    berg: Any, plan: ModelPlan, device: str, batch_size: int | None = None
+    source: ModelSource,
+    plan: ModelPlan,
+    device: str,
+    *,
+    batch_size: int | None = None,
+    threads: int = 1,
 ) -> EncodingModel:
     """A fresh model outside BERG's cache, so a grid holds only the models it is running.
 
-    Its schedule is fixed (workers on CPU, prefetching on CUDA): every batch then
-    runs on the same single-threaded CPU session whatever the number of rows,
-    so a resumed run computes bit-identical rows.
+    Its schedule is fixed at load (workers on CPU, prefetching on CUDA): every
+    batch then runs on the same single-threaded CPU session whatever the number
+    of rows, so a resumed run computes bit-identical rows.
     """
-    model = berg.load_entry(plan.entry, check_device(device), plan.precision)
-    model.schedule = "prefetch" if model.provider == CUDA else "workers"
-    if batch_size is not None:
-        model.batch_size = batch_size
-    return model
+    device = check_device(device)
+    return load_encoding_model(
+        source,
+        plan.entry,
+        device,
+        plan.precision,
+        batch_size=batch_size,
+        threads=threads,
+        schedule="fixed",
+    )

@@ -195,6 +195,11 @@ class ExperimentStore:
         return start, min(self.n_images, start + self.chunk_size)
 
     # -- completion ------------------------------------------------------------------
+    def chunk_rows(self, chunk_index: int) -> int:
+        """How many images chunk ``chunk_index`` holds (the last one may be short)."""
+        start, stop = self.chunk_bounds(chunk_index)
+        return stop - start
+
     def missing_chunks(self, subject: int, roi: str) -> list[int]:
         """Indices of the chunks of (subject, roi) not yet recorded as complete."""
         return missing_chunks(self.root, subject, roi)
