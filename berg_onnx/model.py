@@ -128,6 +128,17 @@ class EncodingModel:
             out[failed] = np.nan
         return out
 
+    # -- BERG's model methods --------------------------------------------------------
+    def generate_response(self, stimulus: Any) -> np.ndarray:
+        """BERG's ``model.generate_response(stimulus)``: ``encode`` without a progress bar."""
+        return self.encode(stimulus)
+
+    def describe(self) -> dict[str, Any]:
+        """BERG's ``model.describe()``: prints this model family's card, returns its dict."""
+        from .source import cards
+
+        return cards.describe(self.model_id)
+
     # -- scheduling ------------------------------------------------------------------
     def _run(self, source: ChunkSource, n: int, step: int, bar: Any = None) -> np.ndarray:
         """Responses of images 0..n, fed chunk by chunk from ``source``.
