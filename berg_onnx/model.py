@@ -132,6 +132,17 @@ class EncodingModel:
             out[failed] = np.nan
         return out
 
+    # -- BERG's model methods --------------------------------------------------------
+    def generate_response(self, stimulus: Any) -> np.ndarray:
+        """BERG's ``model.generate_response(stimulus)``: ``encode`` without a progress bar."""
+        return self.encode(stimulus)
+
+    def describe(self) -> dict[str, Any]:
+        """BERG's ``model.describe()``: prints this model family's card, returns its dict."""
+        from berg_onnx.source import cards
+
+        return cards.describe(self.model_id)
+
     # -- scheduling ------------------------------------------------------------------
     def run_preprocessed(
         self,
