@@ -319,7 +319,7 @@ def cold_start(berg_dir: Path, export_dir: Path, repeats: int) -> dict:
         "cold_berg", repeats, export_dir=str(export_dir), image_path=image
     )
     wall_t, phases_t = timed_child("cold_torch", repeats, berg_dir=str(berg_dir), image_path=image)
-    from benchmarks.coldstart import measure  # breakdown, min/median (issue 11)
+    from benchmarks.coldstart import measure  # breakdown, min/median
 
     breakdown = measure(export_dir, image, repeats=max(5, 2 * repeats))
     return {

@@ -11,6 +11,7 @@ from berg_onnx.constants import (
     DEFAULT_MODEL_ID,
     ENV_BATCH_SIZE,
     check_positive_int,
+    check_precision,
     env_positive_int,
 )
 from berg_onnx.errors import InvalidParameterError, ModelNotFoundError
@@ -23,7 +24,6 @@ from berg_onnx.source.manifest import ModelEntry, model_key
 from berg_onnx.source.metadata import load_npz
 
 SELECTION_KEYS = ("roi",)
-PRECISIONS = ("fp32", "int8")
 
 
 class BERG:
@@ -141,10 +141,7 @@ class BERG:
             )
         spec, subject, roi = self._resolve(model_id, subject, selection["roi"])
         device = check_device(device)
-        if precision not in PRECISIONS:
-            raise InvalidParameterError(
-                f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}."
-            )
+        check_precision(precision)
         # "auto" without a CUDA provider is "cpu": one model object for both
         if device == "auto" and CUDA not in available_providers():
             device = "cpu"

@@ -19,13 +19,11 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from berg_onnx.brain.volume import write_nifti
-from berg_onnx.constants import DEFAULT_MODEL_ID
+from berg_onnx.constants import DEFAULT_MODEL_ID, VOXEL_ORDER
 from berg_onnx.errors import ModelLoadError, ModelNotFoundError
 from berg_onnx.experiment.store import DONE, import_zarr, missing_chunks
 from berg_onnx.utils.outputs import read_listing
 
-#: The run store's statement of its voxel order (the store's contract).
-VOXEL_ORDER = "roi_mask_volume C-order"
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
 

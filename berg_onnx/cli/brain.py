@@ -24,6 +24,7 @@ from berg_onnx.brain.volume import from_nifti, require_nibabel, save_nifti, writ
 from berg_onnx.cli._common import OVERLAP_HELP, add_command
 from berg_onnx.constants import DEFAULT_MODEL_ID
 from berg_onnx.errors import InvalidParameterError, ModelNotFoundError
+from berg_onnx.utils.fileio import open_npy
 from berg_onnx.utils.outputs import (
     NIFTI_SUFFIXES,
     check_output,
@@ -99,10 +100,11 @@ def load_responses(
     if is_nifti_path(path):
         rows = from_nifti(path, meta)
     else:
-        try:
-            rows = np.load(path, mmap_mode="r", allow_pickle=False)
-        except ValueError as e:
-            raise InvalidParameterError(f"{path} is not a plain numpy array: {e}") from None
+        rows = open_npy(
+            path,
+            what="a responses array",
+            expected="Expected the (N, voxels) .npy that berg-onnx encode --out wrote.",
+        )
     labels = labels_beside(listing_path(path), np.shape(rows))
     return Loaded({roi: rows}, {roi: meta}, labels, DEFAULT_MODEL_ID)
 

@@ -20,7 +20,7 @@ from berg_onnx.cli._common import (
     show_progress,
     subjects_help,
 )
-from berg_onnx.constants import DEFAULT_MODEL_ID
+from berg_onnx.constants import DEFAULT_MODEL_ID, PRECISIONS
 from berg_onnx.source.catalog import load_catalog
 
 EXAMPLES = """examples:
@@ -132,7 +132,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--precision",
         default="fp32",
-        choices=["fp32", "int8"],
+        choices=PRECISIONS,
         help="int8: opt-in faster readout, ~0.01 max abs difference (if exported)",
     )
     p.add_argument("--out", required=True, help="responses .npy (paths list written beside it)")

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from berg_onnx.cli._common import CLIError, add_command, make_berg
+from berg_onnx.constants import PRECISIONS
 
 EXAMPLES = """examples:
   berg-onnx run photos/ --subjects 1 2 --rois V1 FFA-1 --out experiment.zarr
@@ -76,7 +77,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="delete the store and start over")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--engine", default="local", choices=["local", "ray"], help="ray: [ray] extra")
     p.add_argument("--ray-address", help="HOST:PORT (default: $RAY_ADDRESS, else a local Ray)")

@@ -17,6 +17,7 @@ import numpy as np
 from berg_onnx.constants import (
     DEFAULT_MODEL_ID,
     check_positive_int,
+    check_precision,
 )
 from berg_onnx.errors import InvalidParameterError
 from berg_onnx.experiment.stimuli import StimulusSet, resolve_stimuli
@@ -39,9 +40,6 @@ class ModelLibrary(Protocol):
     store: ModelSource
     batch_size: int | None
     threads: int
-
-
-PRECISIONS = ("fp32", "int8")
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,10 +140,7 @@ def plan_experiment(
     ``"all"`` subjects or ROIs means those the model source has (all 184 models
     on the Hub); explicit ones must exist, or the error lists what does.
     """
-    if precision not in PRECISIONS:
-        raise InvalidParameterError(
-            f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}."
-        )
+    check_precision(precision)
     if chunk_size is not None:
         chunk_size = check_positive_int(chunk_size, "chunk_size")
     spec = berg.catalog.model(model_id)

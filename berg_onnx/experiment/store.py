@@ -34,13 +34,13 @@ from typing import Any
 
 import numpy as np
 
+from berg_onnx.constants import VOXEL_ORDER
 from berg_onnx.errors import ExperimentError, InvalidParameterError, ResourceError
 from berg_onnx.experiment.job import ExperimentJob, ModelPlan, array_name
 
 FORMAT = "berg-onnx-experiment"
 FORMAT_VERSION = 1
 DEFAULT_CHUNK_SIZE = 256
-VOXEL_ORDER = "roi_mask_volume C-order"
 STIMULI = "stimuli"
 DONE = "_done"
 _STIMULI_CHUNK = 1 << 16

@@ -1,7 +1,8 @@
-"""The export contract: manifest.json's schema and the checks made against it.
+"""The export contract: manifest.json as classes, and the checks a file must pass.
 
 The export stage writes manifests with these classes and the runtime reads
-them; a file is trusted only when its size and sha256 match its entry.
+them; a file is trusted only when its size and sha256 match its entry. The
+field-by-field validation of an untrusted manifest is ``_schema``'s.
 """
 
 from __future__ import annotations
