@@ -41,7 +41,7 @@ from berg_onnx.errors import InvalidParameterError, ModelLoadError
 from berg_onnx.inputs.stimulus import as_stimulus
 from berg_onnx.session import CUDA, create_session
 from berg_onnx.source.local import ModelSource
-from berg_onnx.source.manifest import INPUT_NAME, OUTPUT_NAME, ModelEntry
+from berg_onnx.source.manifest import INPUT_NAME, OUTPUT_NAME, ModelEntry, OfModel
 from berg_onnx.utils.progress import ProgressBar, SilentBar, progress_bar
 
 SCHEDULES = ("auto", "serial", "workers", "prefetch")
@@ -54,7 +54,7 @@ ChunkSource = Callable[[int, int], np.ndarray]
 
 
 @dataclass
-class EncodingModel:
+class EncodingModel(OfModel):
     """A loaded fwRF model for one subject and ROI; cheap to keep and reuse.
 
     Safe to call from several threads at once.
@@ -86,22 +86,6 @@ class EncodingModel:
                 f"{self.onnx_path} is not a berg-onnx model: expected input {INPUT_NAME!r} "
                 f"and output {OUTPUT_NAME!r}"
             )
-
-    @property
-    def model_id(self) -> str:
-        return self.entry.model_id
-
-    @property
-    def subject(self) -> int:
-        return self.entry.subject
-
-    @property
-    def roi(self) -> str:
-        return self.entry.roi
-
-    @property
-    def n_voxels(self) -> int:
-        return self.entry.nv
 
     def __repr__(self) -> str:
         return (

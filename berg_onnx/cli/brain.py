@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -45,17 +43,12 @@ PLOT_EXAMPLES = """examples:
   berg-onnx plot --accuracy --subject 1 --roi V1 --out v1_accuracy.png"""
 
 
-def berg_for(
-    store: RunStore | None,
-    berg_dir: str | None = None,
-    repo_id: str | None = None,
-    revision: str | None = None,
-):
-    """The BERG to read metadata from: the override given, else the store's source, else the Hub."""
-    if berg_dir:
-        return BERG(berg_dir=berg_dir)
-    if repo_id or revision or store is None:
-        return BERG(repo_id=repo_id, revision=revision)
+def berg_for(store: RunStore | None, args: argparse.Namespace) -> BERG:
+    """The BERG to read metadata from: the flags' source, else the store's, else the Hub."""
+    if args.berg_dir:
+        return BERG(berg_dir=args.berg_dir)
+    if args.repo_id or args.revision or store is None:
+        return BERG(repo_id=args.repo_id, revision=args.revision)
     if "export_dir" in store.source:
         export_dir = Path(store.source["export_dir"])
         if not export_dir.is_dir():
@@ -67,19 +60,12 @@ def berg_for(
     return BERG(repo_id=store.source.get("repo_id"), revision=store.source.get("revision"))
 
 
-def load_responses(
-    input_path: str,
-    subject: int,
-    rois: Sequence[str],
-    berg_dir: str | None = None,
-    repo_id: str | None = None,
-    revision: str | None = None,
-) -> Loaded:
-    """Responses + metadata from a run store, an encode .npy or an encode NIfTI."""
-    path = Path(input_path)
+def load_responses(args: argparse.Namespace) -> Loaded:
+    """Responses + metadata of ``args.input``: a run store, an encode .npy or an encode NIfTI."""
+    path, subject, rois = Path(args.input), args.subject, args.roi
     if is_store(path):
         store = RunStore.open(path)
-        berg = berg_for(store, berg_dir, repo_id, revision)
+        berg = berg_for(store, args)
         rois = [berg.catalog.model(store.model_id).check_roi(r).name for r in rois]
         responses = {r: store.responses(subject, r) for r in rois}
         metadata = {r: store_metadata(berg, store, subject, r) for r in rois}
@@ -94,7 +80,7 @@ def load_responses(
         )
     if not path.is_file():
         raise ModelNotFoundError(f"no such file: {path}")
-    berg = berg_for(None, berg_dir, repo_id, revision)
+    berg = berg_for(None, args)
     roi = berg.catalog.model(DEFAULT_MODEL_ID).check_roi(rois[0]).name
     meta = berg.get_model_metadata(DEFAULT_MODEL_ID, subject, roi)
     if is_nifti_path(path):
@@ -109,21 +95,12 @@ def load_responses(
     return Loaded({roi: rows}, {roi: meta}, labels, DEFAULT_MODEL_ID)
 
 
-def volume_command(
-    input_path: str,
-    subject: int,
-    rois: Sequence[str],
-    out: Path,
-    *,
-    fill: float = 0.0,
-    overlap: Any = None,
-    berg_dir: str | None = None,
-    repo_id: str | None = None,
-    revision: str | None = None,
-) -> str:
-    """berg-onnx volume: a store's (or encode output's) responses as a NIfTI; returns a summary."""
+def run_volume(args: argparse.Namespace) -> int:
+    """berg-onnx volume: a store's (or encode output's) responses as a NIfTI."""
+    out, subject, fill, overlap = Path(args.out), args.subject, args.fill, args.overlap
+    check_output(out, NIFTI_SUFFIXES)  # before any work
     require_nibabel()
-    loaded = load_responses(input_path, subject, rois, berg_dir, repo_id, revision)
+    loaded = load_responses(args)
     responses, metadata = single_or_all(loaded)
     description = describe_responses(loaded.model_id, subject, list(loaded.responses))
     n = np.shape(next(iter(loaded.responses.values())))[0]
@@ -141,39 +118,30 @@ def volume_command(
                 ),
             )
         )
-    return (
+    print(
         f"wrote {' and '.join(map(str, written))} ({n} images, ROIs {', '.join(loaded.responses)})"
     )
+    return 0
 
 
-def plot_command(
-    input_path: str | None,
-    subject: int,
-    rois: Sequence[str],
-    out: Path,
-    *,
-    image: int | None = None,
-    accuracy: bool = False,
-    view: str = "ortho",
-    overlap: Any = None,
-    berg_dir: str | None = None,
-    repo_id: str | None = None,
-    revision: str | None = None,
-) -> str:
+def run_plot(args: argparse.Namespace) -> int:
     """berg-onnx plot: a response map (or --accuracy figure) saved to a PNG/PDF/SVG file."""
+    out, subject, rois, input_path = Path(args.out), args.subject, args.roi, args.input
+    image, view, overlap = args.image, args.view, args.overlap
+    check_output(out, FIGURE_SUFFIXES)  # before any work
     from berg_onnx.brain import plot
     from berg_onnx.utils.fileio import atomic_path
 
     plot.require_matplotlib()
-    if accuracy:
+    if args.accuracy:
         if len(rois) != 1:
             raise InvalidParameterError("--accuracy plots one ROI: give one --roi")
         if input_path is not None and is_store(input_path):
             store = RunStore.open(input_path)
-            berg = berg_for(store, berg_dir, repo_id, revision)
+            berg = berg_for(store, args)
             meta = store_metadata(berg, store, subject, rois[0])
         else:
-            berg = berg_for(None, berg_dir, repo_id, revision)
+            berg = berg_for(None, args)
             meta = berg.get_model_metadata(DEFAULT_MODEL_ID, subject, rois[0])
         fig = plot.accuracy(meta, subject=subject, roi=rois[0])
     else:
@@ -182,7 +150,7 @@ def plot_command(
                 "give INPUT (an encode .npy/.nii.gz or a run store) or --accuracy"
             )
         require_nibabel()
-        loaded = load_responses(input_path, subject, rois, berg_dir, repo_id, revision)
+        loaded = load_responses(args)
         responses, metadata = single_or_all(loaded)
         name = None
         if image is not None and loaded.labels is not None and 0 <= image < len(loaded.labels):
@@ -202,46 +170,7 @@ def plot_command(
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format=fmt)
     width, height = (fig.get_size_inches() * fig.dpi).round().astype(int)
-    return f"wrote {out} ({width}x{height} px)" if fmt == "png" else f"wrote {out}"
-
-
-def run_volume(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    check_output(out, NIFTI_SUFFIXES)  # before any work
-    print(
-        volume_command(
-            args.input,
-            args.subject,
-            args.roi,
-            out,
-            fill=args.fill,
-            overlap=args.overlap,
-            berg_dir=args.berg_dir,
-            repo_id=args.repo_id,
-            revision=args.revision,
-        )
-    )
-    return 0
-
-
-def run_plot(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    check_output(out, FIGURE_SUFFIXES)  # before any work
-    print(
-        plot_command(
-            args.input,
-            args.subject,
-            args.roi,
-            out,
-            image=args.image,
-            accuracy=args.accuracy,
-            view=args.view,
-            overlap=args.overlap,
-            berg_dir=args.berg_dir,
-            repo_id=args.repo_id,
-            revision=args.revision,
-        )
-    )
+    print(f"wrote {out} ({width}x{height} px)" if fmt == "png" else f"wrote {out}")
     return 0
 
 

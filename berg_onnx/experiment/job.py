@@ -25,7 +25,7 @@ from berg_onnx.model import EncodingModel, load_encoding_model
 from berg_onnx.session import check_device
 from berg_onnx.source.catalog import Catalog
 from berg_onnx.source.local import ModelSource
-from berg_onnx.source.manifest import ModelEntry, model_key
+from berg_onnx.source.manifest import ModelEntry, OfModel, model_key
 from berg_onnx.utils.progress import ProgressBar
 
 ALL = "all"
@@ -43,7 +43,7 @@ class ModelLibrary(Protocol):
 
 
 @dataclass(frozen=True, eq=False)
-class ModelPlan:
+class ModelPlan(OfModel):
     """One (subject, ROI) model of the grid, identified by its files' sha256s.
 
     Compared and hashed by identity: one plan per model per job.
@@ -51,18 +51,6 @@ class ModelPlan:
 
     entry: ModelEntry = field(repr=False)
     precision: str
-
-    @property
-    def subject(self) -> int:
-        return self.entry.subject
-
-    @property
-    def roi(self) -> str:
-        return self.entry.roi
-
-    @property
-    def n_voxels(self) -> int:
-        return self.entry.nv
 
     @property
     def name(self) -> str:

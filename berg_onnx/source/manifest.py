@@ -137,6 +137,32 @@ class ModelEntry:
         )
 
 
+class OfModel:
+    """Who an object that wraps one manifest entry (``self.entry``) is about.
+
+    A loaded model and a grid's plan of one both answer ``subject``, ``roi``, ...
+    from the entry they hold; this is that answer, written once.
+    """
+
+    entry: ModelEntry
+
+    @property
+    def model_id(self) -> str:
+        return self.entry.model_id
+
+    @property
+    def subject(self) -> int:
+        return self.entry.subject
+
+    @property
+    def roi(self) -> str:
+        return self.entry.roi
+
+    @property
+    def n_voxels(self) -> int:
+        return self.entry.nv
+
+
 @dataclass
 class Manifest:
     """All models of one export directory, keyed by ``model_key``."""
