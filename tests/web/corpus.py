@@ -195,6 +195,10 @@ def write_corpus(folder: Path) -> list[Path]:
     rgba = Image.fromarray(np.dstack([big, rng.integers(0, 256, big.shape[:2], dtype=np.uint8)]))
     save("photo-alpha-lossless.webp", rgba, lossless=True)
     save("photo-alpha-lossy.webp", rgba, quality=80)
+    ex[0x0112] = 6
+    save("photo-exif6.webp", rgba, lossless=True, exif=ex.tobytes())
+    ex[0x0112] = 8
+    save("photo-exif8-lossy.webp", im, quality=80, exif=ex.tobytes())
     save("photo.gif", im.convert("P", palette=Image.Palette.ADAPTIVE, colors=64))
     pal = im.convert("P", palette=Image.Palette.ADAPTIVE, colors=32)
     save("photo-transparent.gif", pal, transparency=3)

@@ -398,7 +398,7 @@ function select(id, focus) {
 
 function card(result, source, selected) {
   const { mean, sd, lo, hi } = stats(result.responses);
-  const el = document.createElement("li");
+  const el = document.createElement("div");
   el.className = `card${selected ? " selected" : ""}`;
   el.dataset.id = String(result.id);
   el.dataset.name = result.name;

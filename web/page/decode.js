@@ -14,6 +14,7 @@
 // Nothing full-size is kept: the caller resizes to 227 x 227 at once.
 
 import { ImageDecodeError, decodePng, sniffFormat } from "../src/berg.js";
+import { exifOrientation, orient } from "../src/png.js";
 
 export const ACCEPTED = ["PNG", "JPEG", "WebP", "GIF", "BMP"];
 export const ACCEPT_ATTR = ".png,.jpg,.jpeg,.jfif,.webp,.gif,.bmp,image/png,image/jpeg,image/webp,image/gif,image/bmp";
@@ -37,12 +38,62 @@ function jpegComponents(b) {
   return 0;
 }
 
+/** The EXIF orientation of a WebP file (its RIFF "EXIF" chunk), 1 when it has none. */
+function webpOrientation(b) {
+  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  for (let at = 12; at + 8 <= b.length; ) {
+    const fourcc = String.fromCharCode(b[at], b[at + 1], b[at + 2], b[at + 3]);
+    const size = view.getUint32(at + 4, true);
+    if (fourcc === "EXIF") return exifOrientation(b.subarray(at + 8, Math.min(at + 8 + size, b.length)));
+    at += 8 + size + (size & 1);
+  }
+  return 1;
+}
+
+const RGB_FRAMES = ["RGBA", "RGBX", "BGRA", "BGRX"];
+
+/**
+ * WebP through WebCodecs' ImageDecoder where the browser has it and gives an RGB
+ * frame (lossless, or with alpha): its pixels unpremultiplied, as libwebp gives them to
+ * Pillow; a canvas would premultiply and round. null where that path does not apply
+ * (a lossy opaque WebP decodes to YUV frames, which the canvas path converts as Pillow).
+ */
+async function webCodecsDecode(bytes) {
+  if (typeof ImageDecoder !== "function") return null;
+  let decoder;
+  try {
+    decoder = new ImageDecoder({ data: bytes, type: "image/webp", premultiplyAlpha: "none", colorSpaceConversion: "none" });
+    const { image: frame } = await decoder.decode({ frameIndex: 0 });
+    try {
+      if (!RGB_FRAMES.includes(frame.format)) return null;
+      const width = frame.displayWidth;
+      const height = frame.displayHeight;
+      const data = new Uint8Array(frame.allocationSize({ format: "RGBA" }));
+      await frame.copyTo(data, { format: "RGBA" });
+      if (data.length !== width * height * 4) return null;
+      return { data, width, height, channels: 4 };
+    } finally {
+      frame.close();
+    }
+  } catch {
+    return null; // the canvas path decides (and reports a damaged file)
+  } finally {
+    decoder?.close();
+  }
+}
+
 async function browserDecode(bytes, name, format) {
+  // WebP: orientation applied here, as berg_onnx does (the browser paths differ on it)
+  const ownOrientation = format === "WebP";
+  if (format === "WebP") {
+    const image = await webCodecsDecode(bytes);
+    if (image) return orient(image, webpOrientation(bytes));
+  }
   let bitmap;
   try {
     bitmap = await createImageBitmap(new Blob([bytes]), {
       colorSpaceConversion: "none",
-      imageOrientation: "from-image",
+      imageOrientation: ownOrientation ? "none" : "from-image",
     });
   } catch (e) {
     throw new ImageDecodeError(
@@ -61,7 +112,8 @@ async function browserDecode(bytes, name, format) {
     ctx.fillRect(0, 0, width, height);
     ctx.drawImage(bitmap, 0, 0);
     const pixels = ctx.getImageData(0, 0, width, height);
-    return { data: pixels.data, width, height, channels: 4 };
+    const image = { data: pixels.data, width, height, channels: 4 };
+    return ownOrientation ? orient(image, webpOrientation(bytes)) : image;
   } finally {
     bitmap.close();
     canvas.width = 0; // free the backing store now, not at the next GC
