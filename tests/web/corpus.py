@@ -20,7 +20,15 @@ from PIL import Image
 from export.samples import photo_paths
 
 # Adam7 passes: x0, y0, dx, dy.
-ADAM7 = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+ADAM7 = [
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+]
 CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 
 
@@ -54,8 +62,16 @@ def _filter(rows: list[bytes], bpp: int, first_filter: int) -> bytes:
         f = (first_filter + y) % 5
         x = np.frombuffer(row, np.uint8).astype(np.int32)
         b = np.frombuffer(prev, np.uint8).astype(np.int32)
-        a = np.concatenate([np.zeros(bpp, np.int32), x[:-bpp]]) if len(x) > bpp else np.zeros_like(x)
-        c = np.concatenate([np.zeros(bpp, np.int32), b[:-bpp]]) if len(b) > bpp else np.zeros_like(b)
+        a = (
+            np.concatenate([np.zeros(bpp, np.int32), x[:-bpp]])
+            if len(x) > bpp
+            else np.zeros_like(x)
+        )
+        c = (
+            np.concatenate([np.zeros(bpp, np.int32), b[:-bpp]])
+            if len(b) > bpp
+            else np.zeros_like(b)
+        )
         if f == 0:
             r = x
         elif f == 1:
@@ -117,7 +133,12 @@ def write_png(
 
 def exif_orientation(value: int) -> bytes:
     """A little-endian TIFF-structured EXIF block with just the Orientation tag."""
-    return b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHII", 0x0112, 3, 1, value) + b"\0\0\0\0"
+    return (
+        b"II*\x00"
+        + struct.pack("<IH", 8, 1)
+        + struct.pack("<HHII", 0x0112, 3, 1, value)
+        + b"\0\0\0\0"
+    )
 
 
 def photo(width: int, height: int, index: int = 0) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -28,7 +29,9 @@ pytest.importorskip("skimage", reason="natural photographs come from scikit-imag
 from corpus import photo, refused, write_corpus  # noqa: E402
 from PIL import Image  # noqa: E402
 
-IDLE = "window.bergPage && !window.bergPage.state().busy && document.body.dataset.state !== 'starting'"
+IDLE = (
+    "window.bergPage && !window.bergPage.state().busy && document.body.dataset.state !== 'starting'"
+)
 MODEL = "fmri-nsd-fwrf"
 
 
@@ -177,7 +180,9 @@ def _assert_consistent(page, export_dir: Path, paths: list[Path]) -> dict:
 def photos(tmp_path_factory) -> list[Path]:
     folder = tmp_path_factory.mktemp("pagephotos")
     out = []
-    for i, (w, h) in enumerate([(320, 240), (200, 260), (227, 227), (400, 300), (150, 150), (90, 60)]):
+    for i, (w, h) in enumerate(
+        [(320, 240), (200, 260), (227, 227), (400, 300), (150, 150), (90, 60)]
+    ):
         path = folder / f"p{i}_{w}x{h}.png"
         Image.fromarray(photo(w, h, i)).save(path)
         out.append(path)
@@ -218,7 +223,8 @@ def test_page_pixels_are_berg_onnx_pixels(context, export_dir, tmp_path) -> None
         formats = {p.suffix for p in files}
         assert formats >= {".png", ".jpg", ".webp", ".gif", ".bmp"}
         # And the responses of a few of them, through the page, are berg_onnx's.
-        some = [p for p in files if p.stem in ("gray16", "palette4-trns", "photo-exif6", "photo-alpha-lossless", "rgb8-exif8")]  # fmt: skip
+        picked = ("gray16", "palette4-trns", "photo-exif6", "photo-alpha-lossless", "rgb8-exif8")
+        some = [p for p in files if p.stem in picked]
         _pick(page, some)
         _assert_consistent(page, export_dir, some)
         assert page.errors == []
@@ -334,7 +340,7 @@ def test_switching_mid_encode_ends_on_the_last_choice(context, export_dir, photo
         page.set_input_files("input[type=file]", _files(photos[1:]))  # encoding these...
         page.wait_for_function("document.body.dataset.state === 'encoding'")
         page.select_option("select[name=roi]", "lateral")  # ...switch...
-        page.wait_for_function("document.body.dataset.state === 'loading' || document.body.dataset.state === 'encoding'")
+        page.wait_for_function("['loading', 'encoding'].includes(document.body.dataset.state)")
         page.select_option("select[name=roi]", "FFA-1")  # ...and switch again
         state = _assert_consistent(page, export_dir, photos)
         assert state["roi"] == "FFA-1" and state["error"] is None
@@ -342,7 +348,9 @@ def test_switching_mid_encode_ends_on_the_last_choice(context, export_dir, photo
         served.stop()
 
 
-def test_refused_at_start_keeps_the_error_and_the_images(context, export_dir, tmp_path, photos) -> None:
+def test_refused_at_start_keeps_the_error_and_the_images(
+    context, export_dir, tmp_path, photos
+) -> None:
     folder = _copy_export(export_dir, tmp_path / "export")
     bad = _tamper(folder, "V1", "onnx")
     served = Served(folder)
@@ -352,7 +360,9 @@ def test_refused_at_start_keeps_the_error_and_the_images(context, export_dir, tm
         assert state["roi"] is None and not state["ready"] and bad in state["error"]
         assert page.evaluate("document.body.dataset.state") == "error"
         state = _pick(page, photos[:2])
-        assert bad in state["error"] and "No model is loaded" not in state["error"]  # still the cause
+        assert (
+            bad in state["error"] and "No model is loaded" not in state["error"]
+        )  # still the cause
         assert [i["name"] for i in state["images"]] == [p.name for p in photos[:2]]
         assert all(i["responses"] is None for i in state["images"])
         assert page.locator(".card").count() == 0  # nothing shown that no model computed
@@ -375,7 +385,11 @@ def test_downloads_match_the_cli(context, export_dir, tmp_path, photos) -> None:
         page = _open(context, served.url)
         _pick(page, photos[:3])
         got = {}
-        for button, suffix in [("#save-npy", ".npy"), ("#save-paths", ".paths.txt"), ("#save-csv", ".csv")]:
+        for button, suffix in [
+            ("#save-npy", ".npy"),
+            ("#save-paths", ".paths.txt"),
+            ("#save-csv", ".csv"),
+        ]:
             with page.expect_download() as info:
                 page.click(button)
             d = info.value
@@ -478,22 +492,35 @@ def test_phone_layout(context, export_dir, photos) -> None:
 
 
 def _renderer_rss_mb() -> float:
-    """Resident memory of Chromium's renderer processes (this test has one page)."""
-    total = 0
+    """Resident memory of the renderer processes of this test's Chromium (descendants of
+    this process; other people's browsers on the machine are not counted)."""
+    parent, cmdline = {}, {}
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmd = (proc / "cmdline").read_bytes().split(b"\0")
-            if not cmd or not cmd[0].endswith(b"chromium") and b"chrom" not in cmd[0]:
+        if proc.name.isdigit():
+            try:
+                stat = (proc / "stat").read_text()
+                parent[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+                cmdline[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+            except (OSError, ValueError, IndexError):
                 continue
-            if b"--type=renderer" not in cmd:
+
+    def ours(pid: int) -> bool:
+        while pid > 1:
+            if pid == os.getpid():
+                return True
+            pid = parent.get(pid, 0)
+        return False
+
+    total = 0
+    for pid, cmd in cmdline.items():
+        if b"--type=renderer" in cmd and b"--top-chrome-webui" not in cmd and ours(pid):
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
                 continue
-            for line in (proc / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
+            total += int(
+                next(ln for ln in status.splitlines() if ln.startswith("VmRSS:")).split()[1]
+            )
     return total / 1024
 
 
@@ -514,7 +541,9 @@ def test_memory_is_bounded(browser, export_dir, tmp_path) -> None:  # noqa: F811
             return heap, _renderer_rss_mb()
 
         data = big.read_bytes()
-        page.set_input_files("input[type=file]", [{"name": "big-0.jpg", "mimeType": "image/jpeg", "buffer": data}])
+        page.set_input_files(
+            "input[type=file]", [{"name": "big-0.jpg", "mimeType": "image/jpeg", "buffer": data}]
+        )
         page.wait_for_function(f"bergPage.state().images.length === 1 && {IDLE}", timeout=300_000)
         heap1, rss1 = measure()
         for start in range(1, 50, 7):
@@ -524,11 +553,13 @@ def test_memory_is_bounded(browser, export_dir, tmp_path) -> None:  # noqa: F811
             ]
             page.set_input_files("input[type=file]", batch)
             page.wait_for_function(
-                f"bergPage.state().images.length === {start + len(batch)} && {IDLE}", timeout=600_000
+                f"bergPage.state().images.length === {start + len(batch)} && {IDLE}",
+                timeout=600_000,
             )
         heap50, rss50 = measure()
         state = page.evaluate("bergPage.state()")
         assert len(state["images"]) == 50 and state["error"] is None
+        assert rss1 > 20  # the renderer was found and measured
         print(f"JS heap {heap1:.0f} -> {heap50:.0f} MB; renderer RSS {rss1:.0f} -> {rss50:.0f} MB")
         (tmp_path / "memory.json").write_text(json.dumps([heap1, heap50, rss1, rss50]))
         assert heap50 - heap1 < 100

@@ -593,6 +593,7 @@ globalThis.bergPage = {
       images: m
         ? view.results.map((r) => ({ name: r.name, responses: Array.from(r.responses), ms: r.ms }))
         : sources.map((s) => ({ name: s.name, responses: null, ms: null })),
+      timings: m ? { ...m.timings } : null,
       selected: (view.results.find((r) => r.id === selectedId) ?? view.results.at(-1))?.name ?? null,
     };
   },
