@@ -103,13 +103,13 @@ def browser_round(chromium, url: str, roi: str, images: list[Path], threads: int
         if page.input_value("#roi") != roi:
             page.select_option("#roi", roi)
             page.wait_for_function(
-                f"bergPage.model && bergPage.model.roi === {json.dumps(roi)} && {READY}",
+                f"bergPage.state().roi === {json.dumps(roi)} && bergPage.state().ready",
                 timeout=300_000,
             )
         if page.evaluate("document.body.dataset.state") != "ready":
             raise RuntimeError(page.text_content("#error"))
         timings, shown_threads = page.evaluate(
-            "[bergPage.model.timings, document.querySelector('#threads').value]"
+            "[bergPage.state().timings, document.querySelector('#threads').value]"
         )
         assert int(shown_threads) == threads, (shown_threads, threads)
         out["files"].append(timings["filesMs"])
@@ -119,7 +119,7 @@ def browser_round(chromium, url: str, roi: str, images: list[Path], threads: int
             f"document.querySelectorAll('.card').length === {len(images)} && {READY}",
             timeout=600_000,
         )
-        ms = page.evaluate("bergPage.results.map(r => r.ms)")
+        ms = page.evaluate("bergPage.state().images.map(r => r.ms)")
         out["first"].append(ms[0])
         out["ms"].extend(ms[1:])
         memory = page.evaluate(

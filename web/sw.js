@@ -4,7 +4,7 @@
 // cross-origin isolated) only when the server cannot be reached. The export's
 // files are not handled here: berg.js keeps them, verified, in its own cache.
 
-const SHELL = "berg-onnx-page-v1";
+const SHELL = "berg-onnx-page-v2";
 const PRECACHE = [
   "./",
   "./page/app.js",
@@ -14,6 +14,10 @@ const PRECACHE = [
   "./src/image.js",
   "./src/npz.js",
   "./src/resize.js",
+  "./src/errors.js",
+  "./src/png.js",
+  "./src/export.js",
+  "./page/decode.js",
   "./node_modules/onnxruntime-web/dist/ort.wasm.min.mjs",
   "./node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.mjs",
   "./node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm",

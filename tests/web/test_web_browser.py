@@ -88,14 +88,14 @@ def _open(browser, url: str):
 
 
 def _shown(page) -> dict[str, np.ndarray]:
-    """Each card's responses, by image name, as the page shows them."""
-    cards = page.eval_on_selector_all(
-        ".card", "els => els.map(e => [e.dataset.name, e.dataset.responses, e.dataset.ms])"
-    )
+    """Each image's responses, by name, as the page holds them (window.bergPage.state())."""
+    state = page.evaluate("bergPage.state()")
     shown = {}
-    for name, responses, ms in cards:
-        assert float(ms) > 0
-        shown[name] = np.array(__import__("json").loads(responses), dtype=np.float32)
+    for image in state["images"]:
+        assert image["ms"] > 0
+        shown[image["name"]] = np.array(image["responses"], dtype=np.float32)
+    ms = page.eval_on_selector_all(".card", "els => els.map(e => Number(e.dataset.ms))")
+    assert len(ms) == len(shown) and all(m > 0 for m in ms)
     return shown
 
 

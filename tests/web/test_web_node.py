@@ -6,6 +6,7 @@ Python writes the inputs and what berg_onnx makes of them; ``node --test``
 
 from __future__ import annotations
 
+import json
 from fractions import Fraction
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def test_resize_exact_matches_python(tmp_path: Path) -> None:
     (tmp_path / "photo-rgba-translucent.expected.u8").write_bytes(expected.tobytes())
     cases.append(case)
     write_json(tmp_path / "resize.json", {"cases": cases, "fma": _fma_cases(), "alpha": _alpha()})
-    assert run_node_test("resize.test.js", tmp_path) == 7
+    assert run_node_test("resize.test.js", tmp_path) == 8
 
 
 def _rgb_on_white(rgba: np.ndarray, folder: Path) -> np.ndarray:
@@ -217,3 +218,98 @@ def test_encode_matches_berg_onnx(served_export, export_dir: Path, tmp_path: Pat
         {"base": url, "tampered": tampered_url, "images": cases, "models": models},
     )
     assert run_node_test("encode.test.js", tmp_path) == len(models) + 3
+
+
+def test_png_decoder_matches_load_image(tmp_path: Path) -> None:
+    """berg.js decodes PNG itself: every colour type / depth / tRNS / interlace / EXIF case."""
+    from corpus import refused, write_corpus
+
+    from berg_onnx.images import load_image
+
+    cases = []
+    for path in write_corpus(tmp_path / "corpus"):
+        if path.suffix != ".png":
+            continue
+        chw = load_image(path)
+        expected = path.with_suffix(".expected.u8")
+        expected.write_bytes(chw.tobytes())
+        rel = path.relative_to(tmp_path)
+        cases.append(
+            {
+                "file": str(rel),
+                "expected": str(expected.relative_to(tmp_path)),
+                "height": int(chw.shape[1]),
+                "width": int(chw.shape[2]),
+            }
+        )
+    bad = [
+        {"file": str(p.relative_to(tmp_path)), "word": w}
+        for p, w in refused(tmp_path / "refused").items()
+        if p.suffix in (".txt", ".tif", ".png")
+    ]
+    bad = [{**b, "word": {"cannot decode TIFF": "TIFF", "not an image file": "a decoder"}.get(
+        b["word"], b["word"])} for b in bad]  # fmt: skip
+    write_json(tmp_path / "png.json", {"cases": cases, "refused": bad})
+    assert run_node_test("png.test.js", tmp_path) == 2
+
+
+@pytest.fixture(scope="module")
+def api_reference(export_dir: Path, tmp_path_factory) -> Path:
+    """api.json: the export folder (no server), images as raw pixels and as PNG files, and
+    berg_onnx's sub-01 V1 responses to them."""
+    folder = tmp_path_factory.mktemp("api")
+    berg = BERG(berg_dir=export_dir)
+    model = berg.get_encoding_model("fmri-nsd-fwrf", 1, {"roi": "V1"}, "cpu")
+    images = [_photo(i, *size) for i, size in enumerate([(200, 300), (227, 227), (480, 360)])]
+    pngs = []
+    for i, im in enumerate(images):
+        pngs.append(folder / f"img {i}, \u00e9.png")  # a space, a comma, non-ASCII
+        Image.fromarray(im).save(pngs[-1])
+    expected = berg.encode(model, pngs).astype("<f4")
+    (folder / "expected.f32").write_bytes(expected.tobytes())
+    gray16 = folder / "gray16.png"
+    Image.fromarray((np.arange(300 * 200).reshape(200, 300) * 3 % 65536).astype(np.uint16)).save(
+        gray16
+    )
+    (folder / "gray16.f32").write_bytes(berg.encode(model, [gray16])[0].astype("<f4").tobytes())
+    Image.fromarray(images[0]).save(folder / "photo.jpg")
+    write_json(
+        folder / "api.json",
+        {
+            "folder": str(export_dir),
+            "nv": int(expected.shape[1]),
+            "images": [write_image(folder, f"api{i}", im) for i, im in enumerate(images)],
+            "expected": "expected.f32",
+            "names": [p.name for p in pngs],
+            "png": {"file": "gray16.png", "expected": "gray16.f32"},
+            "jpeg": "photo.jpg",
+        },
+    )
+    return folder
+
+
+def test_node_api(api_reference: Path, export_dir: Path) -> None:
+    from berg_onnx.cli import main
+    from berg_onnx.outputs import read_listing
+
+    assert run_node_test("api.test.js", api_reference) == 5
+    # What Node wrote is what `berg-onnx encode --out` writes for the same images.
+    names = json.loads((api_reference / "api.json").read_text())["names"]
+    out = api_reference / "cli.npy"
+    pngs = [str(api_reference / n) for n in names]
+    argv = ["encode", *pngs, "--subject", "1", "--roi", "V1", "--berg-dir", str(export_dir)]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    cli, node = np.load(out), np.load(api_reference / "node.npy")
+    assert node.dtype == cli.dtype == np.float32 and node.shape == cli.shape
+    assert np.abs(node - cli).max() <= 1e-5
+    assert [Path(p).name for p in read_listing(api_reference / "cli.paths.txt")] == names
+    assert read_listing(api_reference / "node.paths.txt") == names
+    csv = (api_reference / "node.csv").read_text(encoding="utf-8").splitlines()
+    assert csv[0].split(",")[:3] == ["image", "v0", "v1"] and len(csv) == 1 + len(names)
+    first = csv[1].rsplit(",", node.shape[1])
+    assert first[0] == f'"{names[0]}"'  # quoted: the name has a comma
+    np.testing.assert_array_equal(np.array(first[1:], dtype=np.float32), node[0])
+
+
+def test_node_threads_once_per_process(api_reference: Path) -> None:
+    assert run_node_test("threads.test.js", api_reference) == 1

@@ -8,29 +8,65 @@ export const MANIFEST = "manifest.json";
 const FORMAT = "berg-onnx-export";
 const SCHEMA_VERSION = 1;
 
-export class ModelLoadError extends Error {
-  constructor(message) {
-    super(message);
-    this.name = "ModelLoadError";
-  }
+import { ModelLoadError, ModelNotFoundError } from "./errors.js";
+
+export { ModelLoadError, ModelNotFoundError };
+
+const inBrowser = globalThis.location !== undefined && typeof globalThis.document !== "undefined";
+// "http:", "file:"... but not a Windows drive letter ("C:\\...").
+const HAS_SCHEME = /^[a-z][a-z0-9+.-]+:/i;
+
+function withSlash(folder) {
+  const bare = folder.replace(/manifest\.json([?#].*)?$/, ""); // the manifest itself works too
+  return bare.endsWith("/") || bare.endsWith("\\") ? bare : `${bare}/`;
 }
 
-export class ModelNotFoundError extends Error {
-  constructor(message) {
-    super(message);
-    this.name = "ModelNotFoundError";
+function checkBaseArg(baseUrl) {
+  if (baseUrl instanceof URL) return baseUrl.href;
+  if (typeof baseUrl !== "string" || baseUrl === "") {
+    throw new TypeError(
+      "loadModel: the first argument must be an export folder (the one holding manifest.json): " +
+        `a URL, a file: URL or, in Node, a folder path; got ${JSON.stringify(baseUrl)}`,
+    );
   }
+  return baseUrl;
 }
 
 /** An absolute base URL ending in "/" (relative ones resolve against the page). */
 export function baseOf(baseUrl) {
-  if (typeof baseUrl !== "string" || baseUrl === "") {
-    throw new TypeError("loadModel: baseUrl must be the URL of an export folder (manifest.json)");
-  }
-  const folder = baseUrl.replace(/manifest\.json([?#].*)?$/, ""); // the manifest's URL works too
-  const withSlash = folder.endsWith("/") ? folder : `${folder}/`;
-  return new URL(withSlash, globalThis.location?.href).href;
+  const text = checkBaseArg(baseUrl);
+  return new URL(withSlash(text), globalThis.location?.href).href;
 }
+
+/**
+ * baseOf, and in Node a folder path too (relative to the working directory):
+ * "exports/berg", "/data/export", "C:\\export" -> a file: URL ending in "/".
+ */
+export async function resolveBase(baseUrl) {
+  const text = checkBaseArg(baseUrl);
+  if (inBrowser || HAS_SCHEME.test(text)) return baseOf(text);
+  const { pathToFileURL } = await import("node:url");
+  const url = pathToFileURL(withSlash(text)).href;
+  return url.endsWith("/") ? url : `${url}/`;
+}
+
+/** The bytes at a file: URL (Node), as a ModelLoadError when they cannot be read. */
+async function readLocal(url) {
+  const [{ readFile }, { fileURLToPath }] = await Promise.all([
+    import("node:fs/promises"),
+    import("node:url"),
+  ]);
+  const path = fileURLToPath(url);
+  try {
+    const b = await readFile(path);
+    return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+  } catch (e) {
+    const why = e.code === "ENOENT" ? "no such file" : (e.message ?? String(e));
+    throw new ModelLoadError(`cannot read ${path}: ${why}`);
+  }
+}
+
+const isFileUrl = (url) => url.startsWith("file:");
 
 async function openCache() {
   if (!globalThis.caches) return null;
@@ -57,16 +93,25 @@ export async function mismatch(bytes, entry) {
 }
 
 async function download(url) {
+  if (isFileUrl(url) && !inBrowser) return readLocal(url);
   let response;
   try {
     response = await fetch(url);
   } catch (e) {
-    throw new ModelLoadError(`cannot fetch ${url}: ${e.message}`);
+    throw new ModelLoadError(`cannot fetch ${url}: ${e.message} (is the server running?)`);
   }
   if (!response.ok) {
     throw new ModelLoadError(`cannot fetch ${url}: HTTP ${response.status} ${response.statusText}`);
   }
-  return new Uint8Array(await response.arrayBuffer());
+  try {
+    return new Uint8Array(await response.arrayBuffer());
+  } catch (e) {
+    // the connection dropped after the headers (server stopped, network gone)
+    throw new ModelLoadError(
+      `the download of ${url} broke off: ${e.message}. The server stopped or the network ` +
+        "went away; start it again and reload.",
+    );
+  }
 }
 
 /**
@@ -129,6 +174,10 @@ export function parseManifest(text, source) {
  */
 export async function fetchManifest(base) {
   const url = new URL(MANIFEST, base).href;
+  if (isFileUrl(url) && !inBrowser) {
+    const bytes = await readLocal(url);
+    return parseManifest(new TextDecoder().decode(bytes), url);
+  }
   const cache = await openCache();
   let text;
   try {

@@ -10,6 +10,18 @@ import { float32, image, reference } from "./ref.js";
 const ref = reference("encode.json");
 const images = ref.images.map(image);
 
+/** Rows (Float32Array[]) -> one flat array, row-major. */
+function flat(rows) {
+  assert.ok(Array.isArray(rows) && rows.every((r) => r instanceof Float32Array));
+  const out = new Float32Array(rows.reduce((n, r) => n + r.length, 0));
+  let at = 0;
+  for (const r of rows) {
+    out.set(r, at);
+    at += r.length;
+  }
+  return out;
+}
+
 function maxAbs(a, b) {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
@@ -22,8 +34,10 @@ for (const m of ref.models) {
     assert.equal(model.subject, m.subject);
     assert.equal(model.roi, m.roi);
     assert.equal(model.nVoxels, m.nv);
-    const got = await model.encode(images);
-    assert.ok(got instanceof Float32Array);
+    const rows = await model.encode(images);
+    assert.equal(rows.length, images.length);
+    assert.ok(rows.every((r) => r.length === m.nv));
+    const got = flat(rows);
     const expected = float32(m.expected);
     assert.equal(got.length, images.length * m.nv);
     // fp32: the contract (1e-5). int8 is the opt-in approximate tier (~0.01 from fp32); its
@@ -34,7 +48,7 @@ for (const m of ref.models) {
     await model.release();
     if (m.precision !== "fp32") return; // int8's dynamic quantisation scales depend on the batch
     const batched = await loadModel(ref.base, { subject: m.subject, roi: m.roi, batchSize: 3 });
-    const b = maxAbs(await batched.encode(images), expected);
+    const b = maxAbs(flat(await batched.encode(images)), expected);
     assert.ok(b <= tol, `batches of 3: max abs difference ${b}`);
     await batched.release();
   });
@@ -71,6 +85,7 @@ test("unknown models, precisions and bad options say what exists", async () => {
   const model = await loadModel(`${ref.base}manifest.json`, { subject: "1", roi: "V1" }); // lenient
   assert.equal(model.subject, 1);
   await assert.rejects(model.encode([]), /non-empty array/);
+  await assert.rejects(model.encode(new Uint8Array(12)), /bare pixels carry no size or layout/);
   await assert.rejects(model.encode([{ data: new Uint8Array(3), width: 2, height: 2, channels: 3 }]), /image 0: data has 3 values/);
   await model.release();
 });

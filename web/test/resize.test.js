@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { resizeExact } from "../src/berg.js";
+import { InvalidImageError, resizeExact } from "../src/berg.js";
 import { compositeOnWhite } from "../src/image.js";
 import { fma32, resizeFloat } from "../src/resize.js";
 import { bytes, float32, image, reference } from "./ref.js";
@@ -15,7 +15,9 @@ test("resizeExact: 0 differing pixels on natural photographs at every size", () 
   let pixels = 0;
   for (const c of ref.cases) {
     const expected = bytes(`${c.name}.expected.u8`);
-    const got = resizeExact(image(c));
+    const out = resizeExact(image(c));
+    assert.deepEqual([out.width, out.height, out.channels, out.layout], [227, 227, 3, "chw"]);
+    const got = out.data;
     assert.equal(got.length, 3 * 227 * 227);
     let diff = 0;
     for (let i = 0; i < got.length; i++) if (got[i] !== expected[i]) diff++;
@@ -58,7 +60,7 @@ test("compositeOnWhite: every (value, alpha) pair", () => {
 
 test("RGBA with transparency: composited onto white as berg_onnx converts images", () => {
   const c = ref.cases.find((x) => x.name === "photo-rgba-translucent");
-  const got = resizeExact(image(c));
+  const got = resizeExact(image(c)).data;
   const expected = bytes(`${c.name}.expected.u8`);
   let diff = 0;
   for (let i = 0; i < got.length; i++) if (got[i] !== expected[i]) diff++;
@@ -68,13 +70,13 @@ test("RGBA with transparency: composited onto white as berg_onnx converts images
 test("RGBA: channels 4, alpha composited (opaque = RGB); channels inferred", () => {
   const c = ref.cases.find((x) => x.name === "photo-rgba-opaque");
   const img = image(c);
-  assert.deepEqual(resizeExact(img), bytes(`${c.name}.expected.u8`));
+  assert.deepEqual(resizeExact(img).data, bytes(`${c.name}.expected.u8`));
   const { channels, ...noChannels } = img;
   assert.equal(channels, 4);
-  assert.deepEqual(resizeExact(noChannels), bytes(`${c.name}.expected.u8`));
+  assert.deepEqual(resizeExact(noChannels).data, bytes(`${c.name}.expected.u8`));
   // a fully transparent image is white
   const clear = { data: new Uint8Array(5 * 7 * 4), width: 7, height: 5, channels: 4 };
-  assert.ok(resizeExact(clear).every((v) => v === 255));
+  assert.ok(resizeExact(clear).data.every((v) => v === 255));
 });
 
 test("bad images are refused with a message saying what was expected", () => {
@@ -85,5 +87,41 @@ test("bad images are refused with a message saying what was expected", () => {
   const plain = Array.from({ length: 30 * 20 * 3 }, (_, i) => (i * 7) % 256);
   assert.deepEqual(resizeExact({ data: plain, width: 30, height: 20, channels: 3 }), resizeExact({ data: Uint8Array.from(plain), width: 30, height: 20, channels: 3 }));
   assert.throws(() => resizeExact({ data: new Uint8Array(0), width: 0, height: 2, channels: 3 }), />= 1/);
-  assert.throws(() => resizeExact({ data: new Uint8Array(8), width: 2, height: 2, channels: 2 }), /3 \(RGB\) or 4/);
+  assert.throws(() => resizeExact({ data: new Uint8Array(10), width: 2, height: 2, channels: 5 }), /1 \(gray\), 2 \(gray \+ alpha\), 3 \(RGB\) or 4/);
+  assert.throws(() => resizeExact(new Uint8Array(12)), (e) => e instanceof InvalidImageError && /bare pixels/.test(e.message));
+  assert.throws(() => resizeExact({ data: new Uint8Array(12), width: 2, height: 2, layout: "hw" }), /layout must be "hwc".*"chw"/);
+});
+
+test("layouts and channel counts: CHW, gray and gray + alpha give the RGB(A) result", () => {
+  const c = ref.cases.find((x) => x.channels === 3);
+  const rgb = image(c);
+  const n = c.width * c.height;
+  const expected = bytes(`${c.name}.expected.u8`);
+  // the same pixels, planar
+  const planar = new Uint8Array(3 * n);
+  for (let i = 0; i < n; i++) for (let k = 0; k < 3; k++) planar[k * n + i] = rgb.data[3 * i + k];
+  const chw = { data: planar, width: c.width, height: c.height, channels: 3, layout: "chw" };
+  assert.deepEqual(resizeExact(chw).data, expected);
+  // resizeExact's output is a 227 x 227 CHW image: resizing it again changes nothing
+  const once = resizeExact(rgb);
+  assert.deepEqual(resizeExact(once).data, once.data);
+  // gray = its value in all three channels; gray + alpha = RGBA with equal channels
+  const gray = Uint8Array.from({ length: n }, (_, i) => rgb.data[3 * i + 1]);
+  const alpha = Uint8Array.from({ length: n }, (_, i) => (i * 13) % 256);
+  const rgba = new Uint8Array(4 * n);
+  const la = new Uint8Array(2 * n);
+  for (let i = 0; i < n; i++) {
+    rgba.set([gray[i], gray[i], gray[i], alpha[i]], 4 * i);
+    la.set([gray[i], alpha[i]], 2 * i);
+  }
+  const as = (data, channels, layout = "hwc") => ({ data, width: c.width, height: c.height, channels, layout });
+  const grayRgb = new Uint8Array(3 * n);
+  for (let i = 0; i < n; i++) grayRgb.set([gray[i], gray[i], gray[i]], 3 * i);
+  assert.deepEqual(resizeExact(as(gray, 1)).data, resizeExact(as(grayRgb, 3)).data);
+  assert.deepEqual(resizeExact({ data: gray, width: c.width, height: c.height }).data, resizeExact(as(grayRgb, 3)).data); // channels inferred
+  assert.deepEqual(resizeExact(as(la, 2)).data, resizeExact(as(rgba, 4)).data);
+  const laPlanar = new Uint8Array(2 * n);
+  laPlanar.set(gray, 0);
+  laPlanar.set(alpha, n);
+  assert.deepEqual(resizeExact(as(laPlanar, 2, "chw")).data, resizeExact(as(rgba, 4)).data);
 });
