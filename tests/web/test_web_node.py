@@ -224,7 +224,7 @@ def test_png_decoder_matches_load_image(tmp_path: Path) -> None:
     """berg.js decodes PNG itself: every colour type / depth / tRNS / interlace / EXIF case."""
     from corpus import refused, write_corpus
 
-    from berg_onnx.images import load_image
+    from berg_onnx.inputs.images import load_image
 
     cases = []
     for path in write_corpus(tmp_path / "corpus"):
@@ -289,8 +289,9 @@ def api_reference(export_dir: Path, tmp_path_factory) -> Path:
 
 
 def test_node_api(api_reference: Path, export_dir: Path) -> None:
-    from berg_onnx.cli import main
     from berg_onnx.outputs import read_listing
+
+    from berg_onnx.cli import main
 
     assert run_node_test("api.test.js", api_reference) == 5
     # What Node wrote is what `berg-onnx encode --out` writes for the same images.

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from berg_onnx.manifest import Manifest
 from test_web_browser import browser  # noqa: F401 - the module-scoped fixture
 from webref import WEB, require
 
 from berg_onnx import BERG
-from berg_onnx.manifest import Manifest
 from berg_onnx.web import make_server, start_in_thread, url_of
 
 pytest.importorskip("skimage", reason="natural photographs come from scikit-image (export extra)")
@@ -193,7 +193,7 @@ def photos(tmp_path_factory) -> list[Path]:
 
 
 def test_page_pixels_are_berg_onnx_pixels(context, export_dir, tmp_path) -> None:
-    from berg_onnx.images import load_image
+    from berg_onnx.inputs.images import load_image
 
     served = Served(export_dir)
     try:
@@ -377,8 +377,9 @@ def test_refused_at_start_keeps_the_error_and_the_images(
 
 
 def test_downloads_match_the_cli(context, export_dir, tmp_path, photos) -> None:
-    from berg_onnx.cli import main
     from berg_onnx.outputs import read_listing
+
+    from berg_onnx.cli import main
 
     served = Served(export_dir)
     try:
@@ -524,8 +525,15 @@ def _renderer_rss_mb() -> float:
     return total / 1024
 
 
+#: Photos of 6000 x 4000 in the memory test: 15 in CI (~1 min on 2 cores; the old page kept
+#: ~96 MB of RGBA per photo, so 15 already exceed the bound 14-fold); the issue's 50 by hand
+#: with BERG_WEB_MEMORY_IMAGES=50.
+MEMORY_IMAGES = int(os.environ.get("BERG_WEB_MEMORY_IMAGES", "15"))
+
+
 def test_memory_is_bounded(browser, export_dir, tmp_path) -> None:  # noqa: F811
-    """50 photos of 6000 x 4000: memory after the 50th is within 100 MB of after the first."""
+    """Many photos of 6000 x 4000: memory after the last is within 100 MB of after the first."""
+    n = MEMORY_IMAGES
     big = tmp_path / "big.jpg"
     small = Image.fromarray(photo(600, 400, 3))
     small.resize((6000, 4000), Image.Resampling.BILINEAR).save(big, quality=80)
@@ -546,10 +554,10 @@ def test_memory_is_bounded(browser, export_dir, tmp_path) -> None:  # noqa: F811
         )
         page.wait_for_function(f"bergPage.state().images.length === 1 && {IDLE}", timeout=300_000)
         heap1, rss1 = measure()
-        for start in range(1, 50, 7):
+        for start in range(1, n, 7):
             batch = [
                 {"name": f"big-{i}.jpg", "mimeType": "image/jpeg", "buffer": data}
-                for i in range(start, min(start + 7, 50))
+                for i in range(start, min(start + 7, n))
             ]
             page.set_input_files("input[type=file]", batch)
             page.wait_for_function(
@@ -558,7 +566,7 @@ def test_memory_is_bounded(browser, export_dir, tmp_path) -> None:  # noqa: F811
             )
         heap50, rss50 = measure()
         state = page.evaluate("bergPage.state()")
-        assert len(state["images"]) == 50 and state["error"] is None
+        assert len(state["images"]) == n and state["error"] is None
         assert rss1 > 20  # the renderer was found and measured
         print(f"JS heap {heap1:.0f} -> {heap50:.0f} MB; renderer RSS {rss1:.0f} -> {rss50:.0f} MB")
         (tmp_path / "memory.json").write_text(json.dumps([heap1, heap50, rss1, rss50]))
