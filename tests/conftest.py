@@ -5,23 +5,18 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(TESTS))
-sys.path.insert(0, str(TESTS.parent))
-
-import artifacts as _artifacts  # noqa: E402
+from tests._support import artifacts as _artifacts
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 
 @pytest.fixture(scope="session")
 def artifacts_dir(tmp_path_factory) -> Path:
-    """OUT of tests/artifacts.py: from $BERG_TEST_ARTIFACTS, or built now with torch."""
+    """OUT of tests/_support/artifacts.py: from $BERG_TEST_ARTIFACTS, or built now with torch."""
     given = os.environ.get("BERG_TEST_ARTIFACTS")
     if given:
         path = Path(given)

@@ -11,11 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from hubserver import HubServer, client_env, client_settings  # noqa: E402
-
-from berg_onnx import BERG, ModelLoadError  # noqa: E402
+from berg_onnx import BERG, ModelLoadError
+from tests._support.hubserver import HubServer, client_env, client_settings
 
 publish_mod = pytest.importorskip("export.publish")  # publish runs from a checkout
 

@@ -1,6 +1,6 @@
 """Publish and download through real Hub-protocol servers on loopback (no mocks).
 
-HubServer (tests/hub/hubserver.py) accepts uploads, so it carries the publish ->
+HubServer (tests/_support/hubserver.py) accepts uploads, so it carries the publish ->
 download -> encode round trip and the failure cases; olah, a third-party Hub
 mirror, serves a git fixture built from the same export, pinned by commit and tag.
 """
@@ -15,12 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from hubserver import HubServer, client_env, client_settings  # noqa: E402
-from olahserver import OlahServer, build_fixture_repo, olah_bin_or_skip  # noqa: E402
-
-from berg_onnx import BERG, ModelLoadError, ModelNotFoundError, ResourceError  # noqa: E402
+from berg_onnx import BERG, ModelLoadError, ModelNotFoundError, ResourceError
+from tests._support.hubserver import HubServer, client_env, client_settings
+from tests._support.olahserver import OlahServer, build_fixture_repo, olah_bin_or_skip
 
 publish_mod = pytest.importorskip("export.publish")  # publish runs from a checkout
 

@@ -36,10 +36,8 @@ from huggingface_hub.errors import (
 )
 
 # tests/ has no package markers: make the sibling helper modules importable
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from hubserver import HubServer, client_env, client_settings, git_blob_oid  # noqa: E402
-from olahserver import (  # noqa: E402
+from tests._support.hubserver import HubServer, client_env, client_settings, git_blob_oid
+from tests._support.olahserver import (
     OlahServer,
     build_fixture_repo,
     live_group_members,

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from raycluster import kill_session, pids_in_session
 
 from berg_onnx import BERG
 from berg_onnx.engines import RayOptions
 from berg_onnx.engines.ray import run_ray
 from berg_onnx.errors import StimulusError
 from berg_onnx.experiment import ExperimentStore, plan_experiment, run_experiment
+from tests._support.raycluster import kill_session, pids_in_session
 
 zarr = pytest.importorskip("zarr")
 

@@ -210,7 +210,7 @@ def test_plot_from_npy_and_nifti(export_dir, meta, responses, tmp_path):
 
 def test_plot_from_a_store_and_accuracy(export_dir, artifacts_dir, tmp_path):
     pytest.importorskip("zarr")
-    from runstore import write_run_store
+    from tests._support.runstore import write_run_store
 
     photos = np.load(artifacts_dir / "reference" / "photos_256_uint8.npy")[:6]
     store = write_run_store(tmp_path / "e.zarr", export_dir, photos, ["V1"])

@@ -264,7 +264,7 @@ def test_encode_refuses_an_unknown_suffix_before_work(export_dir, tmp_path):
 def store(export_dir, photos, tmp_path_factory):
     """A run store written by berg-onnx's runner (BERG.run) for V1 and lateral."""
     pytest.importorskip("zarr")
-    from runstore import write_run_store
+    from tests._support.runstore import write_run_store
 
     path = tmp_path_factory.mktemp("store") / "exp.zarr"
     return write_run_store(path, export_dir, photos, ["V1", "lateral"])
@@ -318,7 +318,7 @@ def overlap_export(export_dir, meta, tmp_path_factory):
 
 def test_volume_combines_store_rois_and_refuses_overlaps(overlap_export, photos, tmp_path):
     pytest.importorskip("zarr")
-    from runstore import write_run_store
+    from tests._support.runstore import write_run_store
 
     berg = BERG(berg_dir=overlap_export)
     v1, ffa = (_mask(berg.get_model_metadata("fmri-nsd-fwrf", 1, r)) for r in ("V1", "FFA-1"))
@@ -344,7 +344,7 @@ def test_volume_from_a_store_needs_its_metadata(store, export_dir, photos, tmp_p
     import json
     import shutil
 
-    from runstore import write_run_store
+    from tests._support.runstore import write_run_store
 
     gone = tmp_path / "gone_export"  # an export that is deleted after the run
     gone.mkdir()
@@ -369,9 +369,9 @@ def test_volume_from_a_store_needs_its_metadata(store, export_dir, photos, tmp_p
 def test_volume_refuses_an_incomplete_store_or_other_metadata(export_dir, photos, tmp_path):
     pytest.importorskip("zarr")
     import zarr
-    from runstore import mark_unfinished, write_run_store
 
     from berg_onnx.brain.runs import RunStore, store_metadata
+    from tests._support.runstore import mark_unfinished, write_run_store
 
     cut = write_run_store(tmp_path / "cut.zarr", export_dir, photos, ["V1"])
     mark_unfinished(cut, 1, "V1")

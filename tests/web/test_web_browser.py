@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from webref import CHROMIUM, WEB, require
 
 from berg_onnx import BERG
 from berg_onnx.source.manifest import Manifest
 from berg_onnx.web.server import make_server, start_in_thread, url_of
+from tests._support.webref import CHROMIUM, WEB, require
 
 pytest.importorskip("skimage", reason="natural photographs come from scikit-image (export extra)")
 from PIL import Image  # noqa: E402
