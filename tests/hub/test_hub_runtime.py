@@ -16,18 +16,15 @@ import numpy as np
 import pytest
 
 from berg_onnx import BERG, ModelLoadError, ModelNotFoundError, ResourceError
+from tests._support.cli import cli_process
 from tests._support.hubserver import HubServer, client_env, client_settings
 from tests._support.olahserver import OlahServer, build_fixture_repo, olah_bin_or_skip
 
 publish_mod = pytest.importorskip("export.publish")  # publish runs from a checkout
 
 REPO_ID = "berg-test/fmri-nsd-fwrf-onnx"
+N_PHOTOS = 4  # the shared photos fixture (tests/conftest.py) gives the first four
 MODEL = "fmri-nsd-fwrf"
-
-
-@pytest.fixture(scope="module")
-def photos(artifacts_dir) -> np.ndarray:
-    return np.load(artifacts_dir / "reference" / "photos_256_uint8.npy")[:4]
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +36,6 @@ def local_responses(export_dir, photos) -> dict[str, np.ndarray]:
         )
         for roi in ("V1", "lateral")
     }
-
-
-@pytest.fixture(scope="module")
-def hub(export_dir):
-    """A HubServer with the test export published to REPO_ID; yields (server, commit)."""
-    with HubServer() as server, client_settings():
-        commit = publish_mod.publish(export_dir, REPO_ID, endpoint=server.endpoint)
-        yield server, commit
 
 
 def _berg(hub, cache: Path, revision: str | None = None, **kw) -> BERG:
@@ -267,9 +256,7 @@ def test_cli_download_then_offline_encode_and_doctor(hub, tmp_path, artifacts_di
 
     def cli(*args, offline=False):
         e = dict(env, HF_HUB_OFFLINE="1") if offline else env
-        return subprocess.run(
-            [sys.executable, "-m", "berg_onnx", *args], env=e, capture_output=True, text=True
-        )
+        return cli_process(*args, env=e)
 
     run = cli("download", "--subject", "1", "--roi", "V1", "lateral", *repo, "--quiet")
     assert run.returncode == 0, run.stderr

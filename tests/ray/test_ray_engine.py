@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from berg_onnx import BERG
 from berg_onnx.engines import RayOptions
 from berg_onnx.engines.ray import run_ray
 from berg_onnx.errors import StimulusError
@@ -32,11 +31,6 @@ zarr = pytest.importorskip("zarr")
 MODELS = ("sub-01/V1", "sub-01/FFA-1", "sub-01/lateral", "sub-02/V1")
 ACTOR_TITLE = "_ModelGroup"  # in the title Ray gives the actor's process
 TOLERANCE = 1e-6
-
-
-@pytest.fixture(scope="module")
-def berg(export_dir) -> BERG:
-    return BERG(berg_dir=export_dir)
 
 
 @pytest.fixture(scope="module")
