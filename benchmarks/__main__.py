@@ -215,7 +215,7 @@ def throughput(
         pre = np.concatenate([berg_preprocess(images[i : i + bs]) for i in range(0, n, bs)])
 
         def model_only(m=model, x=pre, bs=bs):  # encode()'s scheduling, resize excluded
-            m._run(lambda a, b: x[a:b], len(x), bs)
+            m.run_preprocessed(lambda a, b: x[a:b], len(x), batch_size=bs)
 
         only = rate(model_only, n, min_time)
         lat = []
@@ -319,7 +319,7 @@ def cold_start(berg_dir: Path, export_dir: Path, repeats: int) -> dict:
         "cold_berg", repeats, export_dir=str(export_dir), image_path=image
     )
     wall_t, phases_t = timed_child("cold_torch", repeats, berg_dir=str(berg_dir), image_path=image)
-    from benchmarks.coldstart import measure  # breakdown, min/median (issue 11)
+    from benchmarks.coldstart import measure  # breakdown, min/median
 
     breakdown = measure(export_dir, image, repeats=max(5, 2 * repeats))
     return {

@@ -1,7 +1,7 @@
-"""python -m berg_onnx: the berg-onnx command line."""
+"""``python -m berg_onnx`` = ``berg-onnx``."""
 
 import sys
 
-from berg_onnx.cli._legacy import main
+from berg_onnx.cli import main
 
 sys.exit(main())

@@ -11,18 +11,19 @@ from berg_onnx.constants import (
     DEFAULT_MODEL_ID,
     ENV_BATCH_SIZE,
     check_positive_int,
+    check_precision,
     env_positive_int,
 )
 from berg_onnx.errors import InvalidParameterError, ModelNotFoundError
 from berg_onnx.model import EncodingModel, load_encoding_model
 from berg_onnx.session import CUDA, available_providers, check_device, default_threads
+from berg_onnx.source import cards
 from berg_onnx.source.catalog import ModelSpec, load_catalog
 from berg_onnx.source.local import LocalStore, Store
 from berg_onnx.source.manifest import ModelEntry, model_key
 from berg_onnx.source.metadata import load_npz
 
 SELECTION_KEYS = ("roi",)
-PRECISIONS = ("fp32", "int8")
 
 
 class BERG:
@@ -69,8 +70,29 @@ class BERG:
     def __repr__(self) -> str:
         return f"BERG({self.store.describe()})"
 
-    # -- catalogue -------------------------------------------------------------------
-    def get_model_catalog(self) -> dict[str, dict[str, Any]]:
+    # -- BERG's catalogue and model cards (berg_onnx/source/cards/) ------------------
+    def list_models(self) -> list[str]:
+        """The model ids berg-onnx knows, sorted (BERG's list_models())."""
+        return sorted(self.catalog.models)
+
+    def get_model_catalog(self, print_format: bool = False) -> dict[str, list[str]]:
+        """Modality -> training datasets, as BERG's get_model_catalog(); ``print_format``
+        also prints them as BERG does. Per-model details: ``get_catalog_details()``."""
+        catalog = cards.catalog_by_modality([cards.load_card(m) for m in self.catalog.models])
+        if print_format:
+            print(cards.render_catalog(catalog))
+        return catalog
+
+    def describe(self, model_id: str) -> dict[str, Any]:
+        """Print the model card of ``model_id`` and return BERG's describe() dict.
+
+        The card describes the model family (every subject and ROI), whatever this
+        source holds; ``berg-onnx list`` shows what an export has.
+        """
+        self.catalog.model(model_id)  # ModelNotFoundError naming the valid ids
+        return cards.describe(model_id)
+
+    def get_catalog_details(self) -> dict[str, dict[str, Any]]:
         """Model ids with their subjects, ROIs (split flags) and known voxel counts."""
         return {
             mid: {
@@ -91,7 +113,7 @@ class BERG:
     def get_encoding_model(
         self,
         model_id: str = DEFAULT_MODEL_ID,
-        subject: int = 1,
+        subject: int | None = None,
         selection: dict[str, Any] | None = None,
         device: str = "auto",
         precision: str = "fp32",
@@ -101,6 +123,12 @@ class BERG:
         ``precision="int8"`` picks the opt-in tier whose readout GEMMs run in int8
         (faster on CPU, ~0.01 max abs difference), when the export has it.
         """
+        if selection is None:  # BERG's InvalidParameterError, with the fix
+            raise InvalidParameterError(
+                "Parameter 'selection' is required but was not provided: pass "
+                f"selection={{'roi': ROI}}, ROI one of "
+                f"{', '.join(self.catalog.model(model_id).roi_names)}."
+            )
         if not isinstance(selection, dict) or "roi" not in selection:
             raise InvalidParameterError(
                 f"selection must be a dict with the key 'roi', e.g. {{'roi': 'V1'}}; "
@@ -113,10 +141,7 @@ class BERG:
             )
         spec, subject, roi = self._resolve(model_id, subject, selection["roi"])
         device = check_device(device)
-        if precision not in PRECISIONS:
-            raise InvalidParameterError(
-                f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}."
-            )
+        check_precision(precision)
         # "auto" without a CUDA provider is "cpu": one model object for both
         if device == "auto" and CUDA not in available_providers():
             device = "cpu"
@@ -181,11 +206,11 @@ class BERG:
         computes only the chunks (``chunk_size`` rows; default 256, or the
         store's) not yet recorded as complete; a store started on other images
         or other model files is refused unless ``overwrite=True``. Needs the
-        ``[zarr]`` extra. Returns an ``experiment.RunReport``; layout: README.
+        ``[zarr]`` extra. Returns an ``engines.RunReport``; layout: README.
         ``engine="ray"`` (or ``berg_onnx.engines.RayOptions(address=...)``) runs
         it on Ray Data instead, into the same store (the ``[ray]`` extra).
         """
-        from berg_onnx.experiment import run_experiment
+        from berg_onnx.engines import run_experiment
 
         return run_experiment(
             self,
@@ -203,7 +228,7 @@ class BERG:
         )
 
     def get_model_metadata(
-        self, model_id: str = DEFAULT_MODEL_ID, subject: int = 1, roi: str | None = None
+        self, model_id: str = DEFAULT_MODEL_ID, subject: int | None = None, roi: str | None = None
     ) -> dict[str, Any]:
         """The original's metadata dict for one ROI, or {roi: metadata} for all ROIs.
 

@@ -1,8 +1,9 @@
-"""Every environment variable and default berg_onnx reads, next to each other.
+"""Every environment variable, default and shared value list berg_onnx uses, side by side.
 
-Values are read when this module is imported, like huggingface_hub's
-constants; functions that must honour a later change take an explicit
-argument instead of re-reading the environment.
+The names live here; the values of environment variables are read when a function
+asks for them (``env_str``, ``env_positive_int``), not at import, so a variable set
+after ``import berg_onnx`` (a notebook, a test) is still honoured. Bottom layer:
+imports only ``errors``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from berg_onnx.errors import InvalidParameterError
 
 #: Model id of the only model family shipped so far.
 DEFAULT_MODEL_ID = "fmri-nsd-fwrf"
+#: Model precisions: the fp32 graph, or the opt-in tier whose readout runs in int8.
+PRECISIONS = ("fp32", "int8")
+#: How a run store's (N, nv) columns map to voxels: the mask's True voxels in C order.
+VOXEL_ORDER = "roi_mask_volume C-order"
 
 #: Hub repository holding the exported models (overrides models.json's ``hub.repo_id``).
 ENV_REPO = "BERG_ONNX_REPO"
@@ -71,3 +76,12 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def check_precision(precision: object) -> str:
+    """``precision`` if it is one of PRECISIONS, else InvalidParameterError naming them."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise InvalidParameterError(
+            f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}."
+        )
+    return precision

@@ -25,7 +25,6 @@ How chunks are scheduled depends on where they run:
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections import deque
@@ -41,15 +40,21 @@ from berg_onnx.constants import check_positive_int
 from berg_onnx.errors import InvalidParameterError, ModelLoadError
 from berg_onnx.inputs.stimulus import as_stimulus
 from berg_onnx.session import CUDA, create_session
-from berg_onnx.source.manifest import INPUT_NAME, OUTPUT_NAME, ModelEntry
+from berg_onnx.source.local import ModelSource
+from berg_onnx.source.manifest import INPUT_NAME, OUTPUT_NAME, ModelEntry, OfModel
+from berg_onnx.utils.progress import ProgressBar, SilentBar, progress_bar
 
 SCHEDULES = ("auto", "serial", "workers", "prefetch")
+#: What ``load_encoding_model(schedule=...)`` also takes: "fixed" is resolved at load to
+#: "prefetch" on CUDA and "workers" elsewhere, a schedule that never depends on how many
+#: rows a call brings (the experiment engines' need: bit-identical rows on resume).
+LOAD_SCHEDULES = (*SCHEDULES, "fixed")
 #: Returns the preprocessed (stop - start, 3, 227, 227) float32 input of images start..stop.
 ChunkSource = Callable[[int, int], np.ndarray]
 
 
 @dataclass
-class EncodingModel:
+class EncodingModel(OfModel):
     """A loaded fwRF model for one subject and ROI; cheap to keep and reuse.
 
     Safe to call from several threads at once.
@@ -82,22 +87,6 @@ class EncodingModel:
                 f"and output {OUTPUT_NAME!r}"
             )
 
-    @property
-    def model_id(self) -> str:
-        return self.entry.model_id
-
-    @property
-    def subject(self) -> int:
-        return self.entry.subject
-
-    @property
-    def roi(self) -> str:
-        return self.entry.roi
-
-    @property
-    def n_voxels(self) -> int:
-        return self.entry.nv
-
     def __repr__(self) -> str:
         return (
             f"EncodingModel({self.model_id!r}, subject={self.subject}, roi={self.roi!r}, "
@@ -117,24 +106,48 @@ class EncodingModel:
         step = check_positive_int(
             self.batch_size if batch_size is None else batch_size, "batch_size"
         )
-        bar = _progress(len(stim), show_progress, f"{self.roi} sub-{self.subject:02d}")
+        bar = progress_bar(len(stim), f"{self.roi} sub-{self.subject:02d}", show=show_progress)
         try:
-            out = self._run(stim.chunk, len(stim), step, bar)
+            out = self.run_preprocessed(stim.chunk, len(stim), batch_size=step, bar=bar)
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
         failed = [f.index for f in stim.failures]  # on_error="skip": never a made-up response
         if failed:
             out[failed] = np.nan
         return out
 
-    # -- scheduling ------------------------------------------------------------------
-    def _run(self, source: ChunkSource, n: int, step: int, bar: Any = None) -> np.ndarray:
-        """Responses of images 0..n, fed chunk by chunk from ``source``.
+    # -- BERG's model methods --------------------------------------------------------
+    def generate_response(self, stimulus: Any) -> np.ndarray:
+        """BERG's ``model.generate_response(stimulus)``: ``encode`` without a progress bar."""
+        return self.encode(stimulus)
 
-        Also the benchmark's entry for already-preprocessed input, so that
-        "model only" figures use the same scheduling as encode().
+    def describe(self) -> dict[str, Any]:
+        """BERG's ``model.describe()``: prints this model family's card, returns its dict."""
+        from berg_onnx.source import cards
+
+        return cards.describe(self.model_id)
+
+    # -- scheduling ------------------------------------------------------------------
+    def run_preprocessed(
+        self,
+        source: ChunkSource,
+        n: int,
+        *,
+        batch_size: int | None = None,
+        bar: ProgressBar | None = None,
+    ) -> np.ndarray:
+        """(n, nv) responses of images 0..n, fed chunk by chunk from ``source``.
+
+        ``source(start, stop)`` returns those images' preprocessed float32 input
+        (``as_model_input`` of resized uint8 rows). This is the loop ``encode``
+        runs after validating its stimulus; the experiment engines (rows already
+        resized once for many models) and the benchmarks ("model only" figures)
+        call it directly, so every path shares one scheduling.
         """
+        step = check_positive_int(
+            self.batch_size if batch_size is None else batch_size, "batch_size"
+        )
+        bar = bar if bar is not None else SilentBar()
         out = np.empty((n, self.n_voxels), dtype=np.float32)
         n_chunks = -(-n // step)
         schedule = self.schedule
@@ -151,15 +164,13 @@ class EncodingModel:
             self._run_workers(source, n, step, out, bar, min(self.threads, n_chunks))
         elif n_chunks == 1 and self.schedule == "auto":
             self._run_single_chunk(source, n, out)
-            if bar is not None:
-                bar.update(n)
+            bar.update(n)
         else:
             session = self._single_chunk_session()
             for start in range(0, n, step):
                 stop = min(n, start + step)
                 out[start:stop] = self._infer(session, source(start, stop))
-                if bar is not None:
-                    bar.update(stop - start)
+                bar.update(stop - start)
         return out
 
     def _run_single_chunk(self, source: ChunkSource, n: int, out: np.ndarray) -> None:
@@ -191,7 +202,13 @@ class EncodingModel:
             return self._all_core_session
 
     def _run_workers(
-        self, source: ChunkSource, n: int, step: int, out: np.ndarray, bar: Any, workers: int
+        self,
+        source: ChunkSource,
+        n: int,
+        step: int,
+        out: np.ndarray,
+        bar: ProgressBar,
+        workers: int,
     ) -> None:
         from concurrent.futures import ThreadPoolExecutor  # not at import: cold start
 
@@ -208,9 +225,8 @@ class EncodingModel:
                         return
                     stop = min(n, start + step)
                     out[start:stop] = self._infer(session, source(start, stop))
-                    if bar is not None:
-                        with lock:
-                            bar.update(stop - start)
+                    with lock:
+                        bar.update(stop - start)
             except BaseException:
                 failed.set()  # the other workers stop after their current chunk
                 raise
@@ -225,7 +241,7 @@ class EncodingModel:
                 raise
 
     def _run_prefetching(
-        self, source: ChunkSource, n: int, step: int, out: np.ndarray, bar: Any
+        self, source: ChunkSource, n: int, step: int, out: np.ndarray, bar: ProgressBar
     ) -> None:
         # Worker threads preprocess the next chunks while onnxruntime runs this
         # one on the GPU; at most `ahead` chunks wait in memory.
@@ -243,38 +259,32 @@ class EncodingModel:
                         queue.append(pool.submit(source, nxt, min(n, nxt + step)))
                     stop = min(n, start + step)
                     out[start:stop] = self._infer(self.session, x)
-                    if bar is not None:
-                        bar.update(stop - start)
+                    bar.update(stop - start)
             except BaseException:
                 for f in queue:
                     f.cancel()
                 raise
 
 
-def _progress(total: int, show: bool, desc: str):
-    """A tqdm bar on stderr, or None; tolerates stderr being None or not a TTY."""
-    if not show or sys.stderr is None:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
-
-
 def load_encoding_model(
-    store: Any,
+    store: ModelSource,
     entry: ModelEntry,
     device: str,
     precision: str,
     *,
     batch_size: int | None,
     threads: int,
+    schedule: str = "auto",
 ) -> EncodingModel:
     """A new EncodingModel for one manifest entry, its file fetched (and verified) from
     ``store``: the one loading path of BERG.get_encoding_model and the experiment engines.
 
     The session is single-threaded: on CPU, encode() runs one such call per core.
-    ``batch_size`` None picks the provider's default (constants.py).
+    ``batch_size`` None picks the provider's default (constants.py); ``schedule``
+    is fixed here, at load (see the module docstring).
     """
+    if schedule not in LOAD_SCHEDULES:
+        raise InvalidParameterError(f"schedule must be one of {LOAD_SCHEDULES}, got {schedule!r}")
     from berg_onnx.constants import CPU_BATCH_SIZE, CUDA_BATCH_SIZE
     from berg_onnx.utils.cpu import warn_if_int8_unverified
 
@@ -284,6 +294,8 @@ def load_encoding_model(
     session, provider = create_session(path, device, threads=1)
     seconds = time.perf_counter() - start
     auto = CUDA_BATCH_SIZE if provider == CUDA else CPU_BATCH_SIZE
+    if schedule == "fixed":
+        schedule = "prefetch" if provider == CUDA else "workers"
     return EncodingModel(
         entry=entry,
         session=session,
@@ -293,5 +305,6 @@ def load_encoding_model(
         batch_size=batch_size or auto,
         precision=precision,
         threads=threads,
+        schedule=schedule,
         session_seconds=seconds,
     )

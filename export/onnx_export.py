@@ -27,7 +27,7 @@ from .reference import FwrfModel
 OPSET = 20
 #: Sanity bound for the opt-in int8 tier (measured 0.010-0.014 max abs on the
 #: benchmark's realistic synthetic models, responses with an SD of ~0.2); a broken
-#: or saturating quantisation lands above it (0.07 on an AVX2 CPU, issue #13).
+#: or saturating quantisation lands above it (0.07 on an AVX2 CPU).
 INT8_TOLERANCE = 0.05
 TOLERANCE = 1e-4
 EXPORTER = "torch.onnx.export(dynamo=True)"

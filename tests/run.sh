@@ -3,7 +3,8 @@
 #   1. ruff (lint + format), 2. builds test artifacts with the export stage,
 #   3. export + runtime + Hub tests, 4. a short fuzz of each untrusted-file loader,
 #   5. a torch-free stage: the built wheel in a fresh venv without torch runs the
-#   runtime and Hub tests against those artifacts.
+#   runtime and Hub tests against those artifacts, 6. the tutorial notebook executed in a
+#   second fresh torch-free venv (the wheel with its zarr and viz extras + nbclient).
 # Usage: bash tests/run.sh            (README's test command; .ci/run calls it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,7 +77,20 @@ fi
 echo "import torch fails in the torch-free venv, as it must"
 cp -r tests "$WORK/tests"   # outside the checkout, so the wheel is what gets imported
 cp pyproject.toml "$WORK/"   # pytest settings only; no package source travels
+mkdir -p "$WORK/docs" && cp docs/tutorial.ipynb "$WORK/docs/"   # tests/runtime/test_tutorial.py
 (cd "$WORK" && BERG_EXPECT_NO_TORCH=1 run_pytest "$WORK/venv-notorch/bin/python" -m pytest \
   tests/runtime tests/hub -q -p no:cacheprovider)
+
+stage "tutorial notebook: docs/tutorial.ipynb top to bottom, wheel + zarr/viz extras, no torch"
+# A venv of its own: the one above must keep the extras absent (tests/runtime/test_brain_extras.py).
+"$PY" -m venv "$WORK/venv-notebook"
+WHEEL=$(ls "$WORK"/dist/*.whl)
+"$WORK/venv-notebook/bin/python" -m pip install -q "$WHEEL[zarr,viz]" pytest \
+  "nbclient>=0.10" "nbformat>=5.10" "ipykernel>=6.29"
+if "$WORK/venv-notebook/bin/python" -c "import torch" 2>/dev/null; then
+  echo "error: torch is importable in the notebook venv" >&2; exit 1
+fi
+(cd "$WORK" && BERG_EXPECT_NO_TORCH=1 BERG_EXPECT_NOTEBOOK=1 run_pytest \
+  "$WORK/venv-notebook/bin/python" -m pytest tests/runtime/test_tutorial.py -q -p no:cacheprovider)
 
 stage "all stages passed"

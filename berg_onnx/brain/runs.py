@@ -1,12 +1,12 @@
-"""The brain-space commands' inputs and outputs: encode files, run stores, their metadata.
+"""Responses on their way to brain space: run stores read back, encode outputs, metadata.
 
 ``berg-onnx volume`` and ``berg-onnx plot`` (and ``encode --out r.nii.gz``)
 take responses from an encode output (``.npy`` + ``.paths.txt``, or a NIfTI)
-or from a run store (Zarr, issue #14's layout: ``sub-01/V1`` (N, nv) float32
-arrays with ``model_files``/``voxel_order`` attributes, ``stimuli`` labels,
-the model source in the root attributes), find the metadata that puts them in
-space, and write the result atomically. The conversions themselves live in
-volume.py and plot.py.
+or from a run store (the Zarr layout of ``berg_onnx.experiment.store``:
+``sub-01/V1`` (N, nv) float32 arrays with ``model_files``/``voxel_order``
+attributes, ``stimuli`` labels, the model source in the root attributes) and
+find the metadata that puts them in space; the commands themselves are
+``berg_onnx.cli.brain``'s. The conversions live in volume.py and plot.py.
 """
 
 from __future__ import annotations
@@ -18,14 +18,12 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from berg_onnx.brain.volume import from_nifti, require_nibabel, save_nifti, write_nifti
-from berg_onnx.constants import DEFAULT_MODEL_ID
-from berg_onnx.errors import InvalidParameterError, ModelLoadError, ModelNotFoundError
+from berg_onnx.brain.volume import write_nifti
+from berg_onnx.constants import DEFAULT_MODEL_ID, VOXEL_ORDER
+from berg_onnx.errors import ModelLoadError, ModelNotFoundError
 from berg_onnx.experiment.store import DONE, import_zarr, missing_chunks
-from berg_onnx.utils.outputs import is_nifti_path, listing_path, read_listing, write_pair
+from berg_onnx.utils.outputs import read_listing
 
-#: The run store's statement of its voxel order (issue #14's contract).
-VOXEL_ORDER = "roi_mask_volume C-order"
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
@@ -108,30 +106,6 @@ class RunStore:
         return dict(self.root[_array_name(subject, roi)].attrs.get("model_files") or {})
 
 
-def make_berg(
-    store: RunStore | None,
-    berg_dir: str | None = None,
-    repo_id: str | None = None,
-    revision: str | None = None,
-):
-    """The BERG to read metadata from: the override given, else the store's source, else the Hub."""
-    from berg_onnx.api import BERG
-
-    if berg_dir:
-        return BERG(berg_dir=berg_dir)
-    if repo_id or revision or store is None:
-        return BERG(repo_id=repo_id, revision=revision)
-    if "export_dir" in store.source:
-        export_dir = Path(store.source["export_dir"])
-        if not export_dir.is_dir():
-            raise ModelNotFoundError(
-                f"{store.path} was written from the export {export_dir}, which is not there "
-                "now; pass --berg-dir (or --repo-id/--revision) to read the metadata elsewhere"
-            )
-        return BERG(berg_dir=export_dir)
-    return BERG(repo_id=store.source.get("repo_id"), revision=store.source.get("revision"))
-
-
 def store_metadata(berg: Any, store: RunStore, subject: int, roi: str) -> dict[str, Any]:
     """A model's metadata, checked against the metadata file the store's run used (sha256)."""
     entry = berg.store.manifest().get(store.model_id, subject, roi)
@@ -155,48 +129,7 @@ class Loaded:
     model_id: str
 
 
-def load_responses(
-    input_path: str,
-    subject: int,
-    rois: Sequence[str],
-    berg_dir: str | None = None,
-    repo_id: str | None = None,
-    revision: str | None = None,
-) -> Loaded:
-    """Responses + metadata from a run store, an encode .npy or an encode NIfTI."""
-    path = Path(input_path)
-    if is_store(path):
-        store = RunStore.open(path)
-        berg = make_berg(store, berg_dir, repo_id, revision)
-        rois = [berg.catalog.model(store.model_id).check_roi(r).name for r in rois]
-        responses = {r: store.responses(subject, r) for r in rois}
-        metadata = {r: store_metadata(berg, store, subject, r) for r in rois}
-        return Loaded(responses, metadata, store.labels(), store.model_id)
-    if len(rois) != 1:
-        raise InvalidParameterError(
-            f"{path} holds one ROI's responses; give one --roi (several ROIs come from a run store)"
-        )
-    if not (is_nifti_path(path) or path.suffix.lower() == ".npy"):
-        raise InvalidParameterError(
-            f"{path}: give an encode output (.npy, .nii, .nii.gz) or a run store (.zarr)"
-        )
-    if not path.is_file():
-        raise ModelNotFoundError(f"no such file: {path}")
-    berg = make_berg(None, berg_dir, repo_id, revision)
-    roi = berg.catalog.model(DEFAULT_MODEL_ID).check_roi(rois[0]).name
-    meta = berg.get_model_metadata(DEFAULT_MODEL_ID, subject, roi)
-    if is_nifti_path(path):
-        rows = from_nifti(path, meta)
-    else:
-        try:
-            rows = np.load(path, mmap_mode="r", allow_pickle=False)
-        except ValueError as e:
-            raise InvalidParameterError(f"{path} is not a plain numpy array: {e}") from None
-    labels = _labels(listing_path(path), np.shape(rows))
-    return Loaded({roi: rows}, {roi: meta}, labels, DEFAULT_MODEL_ID)
-
-
-def _labels(listing: Path, shape: tuple[int, ...]) -> list[str] | None:
+def labels_beside(listing: Path, shape: tuple[int, ...]) -> list[str] | None:
     """The encode output's row labels, when the listing beside it matches its rows."""
     if not listing.is_file() or len(shape) != 2:
         return None
@@ -204,11 +137,11 @@ def _labels(listing: Path, shape: tuple[int, ...]) -> list[str] | None:
     return lines if len(lines) == shape[0] else None
 
 
-def _description(model_id: str, subject: int, rois: Sequence[str]) -> str:
+def describe_responses(model_id: str, subject: int, rois: Sequence[str]) -> str:
     return f"berg-onnx {model_id} sub-{subject:02d} {'+'.join(rois)} z-scored responses"
 
 
-def _only(loaded: Loaded) -> tuple[Any, Any]:
+def single_or_all(loaded: Loaded) -> tuple[Any, Any]:
     """A single ROI as (responses, metadata); several as the {roi: ...} dicts."""
     if len(loaded.responses) == 1:
         (roi,) = loaded.responses
@@ -221,105 +154,9 @@ def nifti_writer(out: Path, berg: Any, model: Any) -> Callable[[BinaryIO, np.nda
     space, for outputs.write_responses (which pairs it with r.paths.txt)."""
     meta = berg.get_model_metadata(model.model_id, model.subject, model.roi)
     gz = str(out).lower().endswith(".gz")
-    description = _description(model.model_id, model.subject, [model.roi])
+    description = describe_responses(model.model_id, model.subject, [model.roi])
 
     def write(f: BinaryIO, responses: np.ndarray) -> None:
         write_nifti(f, gz, responses, meta, description=description)
 
     return write
-
-
-def volume_command(
-    input_path: str,
-    subject: int,
-    rois: Sequence[str],
-    out: Path,
-    *,
-    fill: float = 0.0,
-    overlap: Any = None,
-    berg_dir: str | None = None,
-    repo_id: str | None = None,
-    revision: str | None = None,
-) -> str:
-    """berg-onnx volume: a store's (or encode output's) responses as a NIfTI; returns a summary."""
-    require_nibabel()
-    loaded = load_responses(input_path, subject, rois, berg_dir, repo_id, revision)
-    responses, metadata = _only(loaded)
-    description = _description(loaded.model_id, subject, list(loaded.responses))
-    n = np.shape(next(iter(loaded.responses.values())))[0]
-    written = [out]
-    if loaded.labels is None:
-        save_nifti(out, responses, metadata, fill, overlap=overlap, description=description)
-    else:  # the volume and its rows' listing as one pair (outputs.py)
-        gz = str(out).lower().endswith(".gz")
-        written.append(
-            write_pair(
-                out,
-                loaded.labels,
-                lambda f: write_nifti(
-                    f, gz, responses, metadata, fill, overlap=overlap, description=description
-                ),
-            )
-        )
-    return (
-        f"wrote {' and '.join(map(str, written))} ({n} images, ROIs {', '.join(loaded.responses)})"
-    )
-
-
-def plot_command(
-    input_path: str | None,
-    subject: int,
-    rois: Sequence[str],
-    out: Path,
-    *,
-    image: int | None = None,
-    accuracy: bool = False,
-    view: str = "ortho",
-    overlap: Any = None,
-    berg_dir: str | None = None,
-    repo_id: str | None = None,
-    revision: str | None = None,
-) -> str:
-    """berg-onnx plot: a response map (or --accuracy figure) saved to a PNG/PDF/SVG file."""
-    from berg_onnx.brain import plot
-    from berg_onnx.utils.fileio import atomic_path
-
-    plot.require_matplotlib()
-    if accuracy:
-        if len(rois) != 1:
-            raise InvalidParameterError("--accuracy plots one ROI: give one --roi")
-        if input_path is not None and is_store(input_path):
-            store = RunStore.open(input_path)
-            berg = make_berg(store, berg_dir, repo_id, revision)
-            meta = store_metadata(berg, store, subject, rois[0])
-        else:
-            berg = make_berg(None, berg_dir, repo_id, revision)
-            meta = berg.get_model_metadata(DEFAULT_MODEL_ID, subject, rois[0])
-        fig = plot.accuracy(meta, subject=subject, roi=rois[0])
-    else:
-        if input_path is None:
-            raise InvalidParameterError(
-                "give INPUT (an encode .npy/.nii.gz or a run store) or --accuracy"
-            )
-        require_nibabel()
-        loaded = load_responses(input_path, subject, rois, berg_dir, repo_id, revision)
-        responses, metadata = _only(loaded)
-        name = None
-        if image is not None and loaded.labels is not None and 0 <= image < len(loaded.labels):
-            name = Path(loaded.labels[image]).name
-            name = None if name == str(image) else name  # an array input's rows are "0", "1", ...
-        fig = plot.response_map(
-            responses,
-            metadata,
-            image,
-            subject=subject,
-            roi=", ".join(loaded.responses),
-            view=view,
-            image_name=name,
-            overlap=overlap,
-        )
-    fmt = out.suffix.lower().lstrip(".")
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format=fmt)
-    width, height = (fig.get_size_inches() * fig.dpi).round().astype(int)
-    return f"wrote {out} ({width}x{height} px)" if fmt == "png" else f"wrote {out}"

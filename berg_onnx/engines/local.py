@@ -8,7 +8,7 @@ order). Memory is therefore bounded by one block and one model, whatever the
 grid's size, and each image is preprocessed once per run instead of once per
 model.
 
-Within a block each model runs through ``EncodingModel._run``, the loop
+Within a block each model runs through ``EncodingModel.run_preprocessed``, the loop
 ``encode`` uses (worker threads per core on CPU, prefetching on CUDA), so a
 grid of one model costs what ``encode`` costs. On CUDA the next block is
 preprocessed on the CPU while the GPU runs the current one.
@@ -21,19 +21,19 @@ runs on the same single-threaded session (see job.load_model).
 
 from __future__ import annotations
 
-import sys
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from berg_onnx.constants import INPUT_SIZE, check_positive_int
+from berg_onnx.engines._runs import RunLedger, RunReport
 from berg_onnx.experiment.job import ExperimentJob, ModelPlan, encode_rows, load_model
 from berg_onnx.experiment.store import ExperimentStore
 from berg_onnx.model import EncodingModel
 from berg_onnx.session import CUDA
+from berg_onnx.source.local import ModelSource
+from berg_onnx.utils.progress import ProgressBar
 
 #: Images preprocessed and held (as uint8, ~155 kB each) per block, on CPU: a
 #: model load (0.1-0.3 s) is then <= ~2% of a block's time even for FFA-1.
@@ -43,24 +43,6 @@ DEFAULT_BLOCK_IMAGES = 1024
 CUDA_BLOCK_IMAGES = 8192
 #: Images per preprocessing task (the thread pool's unit of work).
 _PREPROCESS_STEP = 8
-
-
-@dataclass(frozen=True)
-class RunReport:
-    """What one run did: the store's geometry, and chunks computed vs found complete."""
-
-    path: str
-    n_images: int
-    models: tuple[str, ...]
-    chunk_size: int
-    chunks_written: int
-    chunks_already_complete: int
-    seconds: float
-
-    @property
-    def complete(self) -> bool:
-        total = self.chunks_written + self.chunks_already_complete
-        return total == len(self.models) * -(-self.n_images // self.chunk_size)
 
 
 @dataclass(frozen=True)
@@ -102,15 +84,10 @@ class _Cache:
 
     def select(self, store: ExperimentStore, chunks: tuple[int, ...]) -> np.ndarray:
         """The rows of ``chunks`` (a view when they are contiguous in the cache)."""
-        parts = [(self.offset[c], self.offset[c] + _rows(store, c)) for c in chunks]
+        parts = [(self.offset[c], self.offset[c] + store.chunk_rows(c)) for c in chunks]
         if all(a[1] == b[0] for a, b in zip(parts, parts[1:], strict=False)):
             return self.rows[parts[0][0] : parts[-1][1]]
         return np.concatenate([self.rows[a:b] for a, b in parts])
-
-
-def _rows(store: ExperimentStore, chunk: int) -> int:
-    start, stop = store.chunk_bounds(chunk)
-    return stop - start
 
 
 def _plan_blocks(store: ExperimentStore, todo: dict[ModelPlan, set[int]], block_size: int):
@@ -134,10 +111,10 @@ def _compute(
     store: ExperimentStore,
     rows: np.ndarray,
     chunks: tuple[int, ...],
-    bar: Any,
+    bar: ProgressBar,
 ) -> dict[int, np.ndarray]:
     """Responses of ``chunks`` (whose preprocessed rows are ``rows``), per chunk."""
-    sizes = [_rows(store, c) for c in chunks]
+    sizes = [store.chunk_rows(c) for c in chunks]
     out: dict[int, np.ndarray] = {}
     if all(size % model.batch_size == 0 for size in sizes[:-1]):  # batches end on chunk ends
         result = encode_rows(model, rows, bar)
@@ -159,7 +136,7 @@ def _write(
     plan: ModelPlan,
     cache: _Cache,
     chunks: tuple[int, ...],
-    bar: Any,
+    bar: ProgressBar,
 ) -> int:
     """Compute and write one model's chunks of a block; its buffers die with the call."""
     rows = cache.select(store, chunks)
@@ -174,24 +151,8 @@ def _may_use_cuda(device: str) -> bool:
     return device != "cpu" and CUDA in ort.get_available_providers()
 
 
-def _progress(total: int, done: int, show: bool):
-    if not show or sys.stderr is None:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total,
-        initial=done,
-        desc="experiment",
-        unit="img",
-        file=sys.stderr,
-        dynamic_ncols=True,
-        smoothing=0.05,
-    )
-
-
 def run_local(
-    berg: Any,
+    source: ModelSource,
     job: ExperimentJob,
     store: ExperimentStore,
     *,
@@ -199,67 +160,49 @@ def run_local(
     show_progress: bool = True,
     block_size: int | None = None,
     batch_size: int | None = None,
+    threads: int = 1,
     prefetch: bool | None = None,
 ) -> RunReport:
     """Compute every chunk of ``job`` that ``store`` lacks; returns what was done.
 
+    ``source``: where the model files come from (a BERG's ``store``).
+    ``threads``: cores for preprocessing and for each model's encode loop.
     ``block_size``: images preprocessed at once (default by device, see above).
     ``prefetch``: preprocess the next block while the models run (default: on CUDA).
     """
-    t0 = time.perf_counter()
     if block_size is None:
         block_size = CUDA_BLOCK_IMAGES if _may_use_cuda(device) else DEFAULT_BLOCK_IMAGES
     block_size = check_positive_int(block_size, "block_size")
-    todo = {plan: set(store.missing_chunks(plan.subject, plan.roi)) for plan in job.models}
-    missing = sum(len(m) for m in todo.values())
-    report = dict(
-        path=store.path,
-        n_images=store.n_images,
-        models=tuple(p.name for p in job.models),
-        chunk_size=store.chunk_size,
-    )
-    if not missing:
-        return RunReport(
-            **report,
-            chunks_written=0,
-            chunks_already_complete=store.n_chunks * len(todo),
-            seconds=time.perf_counter() - t0,
-        )
-    blocks = _plan_blocks(store, todo, block_size)
-    done_rows = sum(store.n_images - sum(_rows(store, c) for c in m) for m in todo.values())
-    bar = _progress(store.n_images * len(todo), done_rows, show_progress)
+    ledger = RunLedger(job, store, desc="experiment", show_progress=show_progress)
+    if not ledger.missing:
+        return ledger.report(0)
+    blocks = _plan_blocks(store, ledger.todo, block_size)
+    bar = ledger.bar
     written = 0
     loaded: tuple[ModelPlan, EncodingModel] | None = None
-    pool = ThreadPoolExecutor(berg.threads, thread_name_prefix="berg-preprocess")
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="berg-preprocess")
     ahead = ThreadPoolExecutor(1, thread_name_prefix="berg-next-block")
     try:
         nxt: Future | None = None
         for k, block in enumerate(blocks):
-            if bar is not None:
-                bar.set_description("preprocessing")
+            bar.set_description("preprocessing")
             cache = nxt.result() if nxt is not None else _Cache(store, job, block.chunks, pool)
             nxt = None
             work = block.work[::-1] if k % 2 else block.work  # reuse the last model loaded
             for i, (plan, chunks) in enumerate(work):
                 if loaded is None or loaded[0] is not plan:
                     loaded = None  # the previous session is freed before the next loads
-                    loaded = (plan, load_model(berg, plan, device, batch_size))
+                    model = load_model(source, plan, device, batch_size=batch_size, threads=threads)
+                    loaded = (plan, model)
                 ahead_on = loaded[1].provider == CUDA if prefetch is None else prefetch
                 if i == 0 and ahead_on and k + 1 < len(blocks):
                     nb = blocks[k + 1].chunks  # the CPU prepares the next block meanwhile
                     nxt = ahead.submit(_Cache, store, job, nb, pool)
-                if bar is not None:
-                    bar.set_description(f"{plan.name} ({i + 1}/{len(work)})")
+                bar.set_description(f"{plan.name} ({i + 1}/{len(work)})")
                 written += _write(loaded[1], store, plan, cache, chunks, bar)
             cache = None  # freed before the next block is preprocessed
     finally:
         ahead.shutdown(wait=True, cancel_futures=True)
         pool.shutdown(wait=True, cancel_futures=True)
-        if bar is not None:
-            bar.close()
-    return RunReport(
-        **report,
-        chunks_written=written,
-        chunks_already_complete=store.n_chunks * len(todo) - missing,
-        seconds=time.perf_counter() - t0,
-    )
+        bar.close()
+    return ledger.report(written)

@@ -46,15 +46,20 @@ import contextlib
 import dataclasses
 import logging
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from berg_onnx import errors
 from berg_onnx.constants import ENV_RAY_ADDRESS, INPUT_SIZE, check_positive_int, env_str
+from berg_onnx.engines._runs import RunLedger, RunReport
 from berg_onnx.errors import InvalidParameterError, ResourceError
+from berg_onnx.experiment.job import ExperimentJob, ModelPlan, encode_rows, load_model
+from berg_onnx.experiment.stimuli import StimulusSet
+from berg_onnx.experiment.store import ExperimentStore
+from berg_onnx.source.local import ModelSource
 
 RAY_EXTRA = 'pip install "berg-onnx[ray]"'
 
@@ -157,7 +162,9 @@ def ray_connection(address: str | None) -> Iterator[Any]:
 
 
 # -- the pipeline's stages (run on the cluster) ---------------------------------------
-def _preprocess(batch: dict[str, np.ndarray], stimuli: Any, array_ref: Any, chunk_size: int):
+def _preprocess(
+    batch: dict[str, np.ndarray], stimuli: StimulusSet, array_ref: Any, chunk_size: int
+):
     """Chunk indices -> their images as (1, chunk_size, 3, 227, 227) uint8 rows (zero-padded).
 
     A stateless task: the rows come from the experiment's StimulusSet, the same
@@ -186,20 +193,28 @@ class _ModelGroup:
     def __init__(
         self,
         loader: _Loader,
-        plans: tuple[Any, ...],
+        plans: tuple[ModelPlan, ...],
         todo: dict[str, frozenset[int]],
         store_path: str,
         device: str,
     ) -> None:
-        from berg_onnx.experiment import ExperimentStore, load_model
-
         self.store = ExperimentStore.attach(store_path)
         self.todo = todo
-        self.models = [(plan, load_model(loader, plan, device)) for plan in plans]
+        self.models = [
+            (
+                plan,
+                load_model(
+                    loader.source,
+                    plan,
+                    device,
+                    batch_size=loader.batch_size,
+                    threads=loader.threads,
+                ),
+            )
+            for plan in plans
+        ]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from berg_onnx.experiment import encode_rows
-
         written = np.zeros(len(batch["chunk"]), dtype=np.int64)
         for i, (chunk, n) in enumerate(zip(batch["chunk"], batch["rows"], strict=True)):
             chunk, rows = int(chunk), batch["images"][i, : int(n)]
@@ -213,31 +228,25 @@ class _ModelGroup:
 
 @dataclass(frozen=True)
 class _Loader:
-    """What ``experiment.load_model`` needs of a BERG, picklable for the actors.
+    """What each actor needs to load its models (``experiment.load_model``), picklable.
 
-    The store is the driver's (a local export folder, or the Hub repo pinned at
+    The source is the driver's (a local export folder, or the Hub repo pinned at
     the commit the driver's manifest came from); each node fetches and verifies
     the files it runs.
     """
 
-    store: Any
+    source: ModelSource
     batch_size: int | None
     threads: int
 
-    def load_entry(self, entry: Any, device: str, precision: str) -> Any:
-        """As BERG.load_entry: one loading path (model.load_encoding_model)."""
-        from berg_onnx.model import load_encoding_model
-
-        return load_encoding_model(
-            self.store, entry, device, precision, batch_size=self.batch_size, threads=self.threads
-        )
-
 
 # -- planning ------------------------------------------------------------------------
-def model_groups(plans: tuple[Any, ...], models_per_actor: int | None) -> list[tuple[Any, ...]]:
+def model_groups(
+    plans: tuple[ModelPlan, ...], models_per_actor: int | None
+) -> list[tuple[ModelPlan, ...]]:
     """The job's models in groups, one actor pool each: by subject, or ``models_per_actor``."""
     if models_per_actor is None:
-        by_subject: dict[int, list[Any]] = {}
+        by_subject: dict[int, list[ModelPlan]] = {}
         for plan in plans:
             by_subject.setdefault(plan.subject, []).append(plan)
         return [tuple(g) for g in by_subject.values()]
@@ -278,63 +287,51 @@ def plan_layout(cluster: dict[str, float], options: RayOptions, device: str) -> 
 
 
 def run_ray(
-    berg: Any,
-    job: Any,
-    store: Any,
+    source: ModelSource,
+    job: ExperimentJob,
+    store: ExperimentStore,
     *,
     device: str = "auto",
     show_progress: bool = True,
+    batch_size: int | None = None,
+    threads: int = 1,
     options: RayOptions | None = None,
-) -> Any:
+) -> RunReport:
     """Compute every chunk of ``job`` that ``store`` lacks on Ray; returns a RunReport.
 
     ``store`` is the ExperimentStore the driver created or checked
     (``ExperimentStore.create_or_open``); actors attach to the same path, which
     must therefore be reachable from every node (a shared folder or an object
-    store URL).
+    store URL). ``threads`` is this machine's: each actor uses
+    ``options.cpus_per_actor`` threads instead.
     """
-    from berg_onnx.experiment import RunReport
-
     options = options or RayOptions()
-    t0 = time.perf_counter()
-    todo = {plan: set(store.missing_chunks(plan.subject, plan.roi)) for plan in job.models}
-    n_chunks = store.n_chunks
-    missing = sum(len(m) for m in todo.values())
-    report = dict(
-        path=store.path,
-        n_images=store.n_images,
-        models=tuple(p.name for p in job.models),
-        chunk_size=store.chunk_size,
-        chunks_already_complete=n_chunks * len(todo) - missing,
-    )
-    if not missing:
-        return RunReport(**report, chunks_written=0, seconds=time.perf_counter() - t0)
+    ledger = RunLedger(job, store, desc="ray", show_progress=show_progress)
+    if not ledger.missing:
+        return ledger.report(0)
     written = 0
-    bar = _progress(store, todo, show_progress)
+    bar, todo = ledger.bar, ledger.todo
     try:
         with ray_connection(options.address) as ray:
             _quiet_ray_data(ray)
             layout = plan_layout(ray.cluster_resources(), options, device)
-            loader = _Loader(_pinned(berg.store), berg.batch_size, options.cpus_per_actor)
+            loader = _Loader(_pinned(source), batch_size, options.cpus_per_actor)
             inputs = _Inputs(loader, *_shippable(ray, job.stimuli))
             for group in model_groups(tuple(job.models), options.models_per_actor):
                 ds = _pipeline(ray, store, group, todo, inputs, layout)
                 if ds is None:
                     continue
-                if bar is not None:
-                    bar.set_description(f"ray: {group[0].name}..{group[-1].name}")
+                bar.set_description(f"ray: {group[0].name}..{group[-1].name}")
                 try:
                     for out in ds.iter_batches(batch_size=None, batch_format="numpy"):
                         written += int(out["written"].sum())
-                        if bar is not None:
-                            bar.update(int((out["rows"] * out["written"]).sum()))
+                        bar.update(int((out["rows"] * out["written"]).sum()))
                 except ray.exceptions.RayError as e:
                     _raise_ours(e)
                     raise
     finally:
-        if bar is not None:
-            bar.close()
-    return RunReport(**report, chunks_written=written, seconds=time.perf_counter() - t0)
+        bar.close()
+    return ledger.report(written)
 
 
 @dataclass(frozen=True)
@@ -342,7 +339,7 @@ class _Inputs:
     """What every pipeline of the job ships to the cluster."""
 
     loader: _Loader
-    stimuli: Any  # the StimulusSet, without an in-memory array
+    stimuli: StimulusSet  # without an in-memory array
     array_ref: Any  # that array in the object store, or None
 
 
@@ -401,15 +398,13 @@ def _raise_ours(error: Exception) -> None:
     does not survive the trip; only its text names our exception. Returns
     when it names none, for the caller to re-raise the Ray error.
     """
-    from berg_onnx import errors
-
     match = _OUR_ERROR.search(str(error))
     cls = getattr(errors, match.group(1), None) if match else None
     if isinstance(cls, type) and issubclass(cls, errors.BERGError):
         raise cls(match.group(2)) from None
 
 
-def _pinned(model_store: Any) -> Any:
+def _pinned(model_store: ModelSource) -> ModelSource:
     """The model store, its manifest read here so that every actor runs the same export.
 
     A Hub store keeps the commit its manifest was read at and fetches every
@@ -419,7 +414,7 @@ def _pinned(model_store: Any) -> Any:
     return model_store
 
 
-def _shippable(ray: Any, stimuli: Any) -> tuple[Any, Any]:
+def _shippable(ray: Any, stimuli: StimulusSet) -> tuple[StimulusSet, Any]:
     """The StimulusSet as tasks receive it: an in-memory array goes to the object store once."""
     if stimuli.kind == "array" and stimuli.npy_path is None:
         return dataclasses.replace(stimuli, array=None), ray.put(np.asarray(stimuli.array))
@@ -434,26 +429,3 @@ def _quiet_ray_data(ray: Any) -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     # it warns that the bars we turned off are off
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
-
-
-def _progress(store: Any, todo: dict[Any, set[int]], show: bool):
-    import sys
-
-    if not show or sys.stderr is None:
-        return None
-    from tqdm.auto import tqdm
-
-    def rows(chunk: int) -> int:
-        start, stop = store.chunk_bounds(chunk)
-        return stop - start
-
-    done = sum(store.n_images - sum(rows(c) for c in missing) for missing in todo.values())
-    return tqdm(
-        total=store.n_images * len(todo),
-        initial=done,
-        desc="ray",
-        unit="img",
-        file=sys.stderr,
-        dynamic_ncols=True,
-        smoothing=0.05,
-    )

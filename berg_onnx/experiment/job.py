@@ -10,26 +10,40 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from berg_onnx.constants import (
     DEFAULT_MODEL_ID,
     check_positive_int,
+    check_precision,
 )
 from berg_onnx.errors import InvalidParameterError
 from berg_onnx.experiment.stimuli import StimulusSet, resolve_stimuli
-from berg_onnx.model import EncodingModel
-from berg_onnx.session import CUDA, check_device
-from berg_onnx.source.manifest import ModelEntry, model_key
+from berg_onnx.model import EncodingModel, load_encoding_model
+from berg_onnx.session import check_device
+from berg_onnx.source.catalog import Catalog
+from berg_onnx.source.local import ModelSource
+from berg_onnx.source.manifest import ModelEntry, OfModel, model_key
+from berg_onnx.utils.progress import ProgressBar
 
 ALL = "all"
-PRECISIONS = ("fp32", "int8")
+
+
+class ModelLibrary(Protocol):
+    """What planning and running an experiment need of a ``BERG``: its catalogue, where its
+    model files come from, and its loop settings (a protocol, so this layer never imports
+    the API above it)."""
+
+    catalog: Catalog
+    store: ModelSource
+    batch_size: int | None
+    threads: int
 
 
 @dataclass(frozen=True, eq=False)
-class ModelPlan:
+class ModelPlan(OfModel):
     """One (subject, ROI) model of the grid, identified by its files' sha256s.
 
     Compared and hashed by identity: one plan per model per job.
@@ -37,18 +51,6 @@ class ModelPlan:
 
     entry: ModelEntry = field(repr=False)
     precision: str
-
-    @property
-    def subject(self) -> int:
-        return self.entry.subject
-
-    @property
-    def roi(self) -> str:
-        return self.entry.roi
-
-    @property
-    def n_voxels(self) -> int:
-        return self.entry.nv
 
     @property
     def name(self) -> str:
@@ -87,7 +89,7 @@ class ExperimentJob:
         raise InvalidParameterError(f"{array_name(subject, roi)} is not part of this experiment")
 
 
-def _source_attrs(store: Any) -> dict[str, str]:
+def _source_attrs(store: ModelSource) -> dict[str, str]:
     """How the store's files are found again: a Hub repo + revision, or an export folder."""
     if hasattr(store, "repo_id"):
         return {"repo_id": str(store.repo_id), "revision": str(store.revision)}
@@ -112,7 +114,7 @@ def _choose(value: Any, available: list, check, what: str) -> list:
 
 
 def plan_experiment(
-    berg: Any,
+    berg: ModelLibrary,
     stimulus: Any,
     subjects: Any = ALL,
     rois: Any = ALL,
@@ -126,10 +128,7 @@ def plan_experiment(
     ``"all"`` subjects or ROIs means those the model source has (all 184 models
     on the Hub); explicit ones must exist, or the error lists what does.
     """
-    if precision not in PRECISIONS:
-        raise InvalidParameterError(
-            f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}."
-        )
+    check_precision(precision)
     if chunk_size is not None:
         chunk_size = check_positive_int(chunk_size, "chunk_size")
     spec = berg.catalog.model(model_id)
@@ -165,27 +164,39 @@ def as_model_input(rows: np.ndarray) -> np.ndarray:
     return x
 
 
-def encode_rows(model: EncodingModel, rows: np.ndarray, bar: Any = None) -> np.ndarray:
+def encode_rows(
+    model: EncodingModel, rows: np.ndarray, bar: ProgressBar | None = None
+) -> np.ndarray:
     """(n, nv) responses of preprocessed uint8 rows (StimulusSet.read), in encode()'s loop.
 
     Engines call it once per chunk (or on whole chunks stacked, when the batch size
     divides the chunk size), so that no batch straddles two chunks: a chunk's rows
     are then the same whichever run computes it.
     """
-    return model._run(lambda a, b: as_model_input(rows[a:b]), len(rows), model.batch_size, bar)
+    return model.run_preprocessed(lambda a, b: as_model_input(rows[a:b]), len(rows), bar=bar)
 
 
 def load_model(
-    berg: Any, plan: ModelPlan, device: str, batch_size: int | None = None
+    source: ModelSource,
+    plan: ModelPlan,
+    device: str,
+    *,
+    batch_size: int | None = None,
+    threads: int = 1,
 ) -> EncodingModel:
     """A fresh model outside BERG's cache, so a grid holds only the models it is running.
 
-    Its schedule is fixed (workers on CPU, prefetching on CUDA): every batch then
-    runs on the same single-threaded CPU session whatever the number of rows,
-    so a resumed run computes bit-identical rows.
+    Its schedule is fixed at load (workers on CPU, prefetching on CUDA): every
+    batch then runs on the same single-threaded CPU session whatever the number
+    of rows, so a resumed run computes bit-identical rows.
     """
-    model = berg.load_entry(plan.entry, check_device(device), plan.precision)
-    model.schedule = "prefetch" if model.provider == CUDA else "workers"
-    if batch_size is not None:
-        model.batch_size = batch_size
-    return model
+    device = check_device(device)
+    return load_encoding_model(
+        source,
+        plan.entry,
+        device,
+        plan.precision,
+        batch_size=batch_size,
+        threads=threads,
+        schedule="fixed",
+    )

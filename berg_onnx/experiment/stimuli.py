@@ -26,6 +26,7 @@ import numpy as np
 from berg_onnx.constants import INPUT_SIZE
 from berg_onnx.errors import StimulusError
 from berg_onnx.inputs.resize import resize_rounded
+from berg_onnx.utils.fileio import open_npy_stimulus
 
 KINDS = ("files", "array")
 #: Images resized per call for array input (bounds the float32 temporaries).
@@ -102,7 +103,7 @@ class StimulusSet:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         if state.get("npy_path") is not None and state.get("array") is None:
-            state["array"] = np.load(state["npy_path"], mmap_mode="r", allow_pickle=False)
+            state["array"] = open_npy_stimulus(state["npy_path"])  # header checked again
         for key, value in state.items():
             object.__setattr__(self, key, value)
 

@@ -34,13 +34,13 @@ from typing import Any
 
 import numpy as np
 
+from berg_onnx.constants import VOXEL_ORDER
 from berg_onnx.errors import ExperimentError, InvalidParameterError, ResourceError
 from berg_onnx.experiment.job import ExperimentJob, ModelPlan, array_name
 
 FORMAT = "berg-onnx-experiment"
 FORMAT_VERSION = 1
 DEFAULT_CHUNK_SIZE = 256
-VOXEL_ORDER = "roi_mask_volume C-order"
 STIMULI = "stimuli"
 DONE = "_done"
 _STIMULI_CHUNK = 1 << 16
@@ -195,6 +195,11 @@ class ExperimentStore:
         return start, min(self.n_images, start + self.chunk_size)
 
     # -- completion ------------------------------------------------------------------
+    def chunk_rows(self, chunk_index: int) -> int:
+        """How many images chunk ``chunk_index`` holds (the last one may be short)."""
+        start, stop = self.chunk_bounds(chunk_index)
+        return stop - start
+
     def missing_chunks(self, subject: int, roi: str) -> list[int]:
         """Indices of the chunks of (subject, roi) not yet recorded as complete."""
         return missing_chunks(self.root, subject, roi)

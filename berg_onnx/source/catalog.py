@@ -67,6 +67,10 @@ class ModelSpec:
         works), and digit strings; never bools or fractions.
         """
         valid = ", ".join(map(str, self.subjects))
+        if subject is None:  # BERG: "Required parameters missing: subject"
+            raise InvalidParameterError(
+                f"Required parameter missing: subject (pass subject=, one of {valid})."
+            )
         value = _as_int(subject)
         if value is None:
             raise InvalidParameterError(
@@ -113,7 +117,8 @@ class Catalog:
             return self.models[model_id]
         except (KeyError, TypeError):
             raise ModelNotFoundError(
-                f"Unknown model id {model_id!r}; valid model ids: {', '.join(self.models)}."
+                f"Model {model_id!r} not found in registry; "
+                f"valid model ids: {', '.join(self.models)}."
             ) from None
 
     def file_name(self, kind: str, model_id: str, subject: int, roi: str) -> str:

@@ -14,7 +14,12 @@ from berg_onnx.source.catalog import load_catalog
 from berg_onnx.source.manifest import FileEntry, Manifest
 
 
-class Store(Protocol):
+class ModelSource(Protocol):
+    """Where a model's files come from: a local export folder, or a Hub repo (hub.py).
+
+    Picklable, so the Ray engine's actors can fetch from the same source.
+    """
+
     def manifest(self) -> Manifest: ...
 
     def fetch(self, entry: FileEntry) -> Path:
@@ -22,6 +27,10 @@ class Store(Protocol):
         ...
 
     def describe(self) -> str: ...
+
+
+#: The name used before 0.2.
+Store = ModelSource
 
 
 def _looks_like_original_berg(path: Path) -> bool:

@@ -1,7 +1,8 @@
-"""The export contract: manifest.json's schema and the checks made against it.
+"""The export contract: manifest.json as classes, and the checks a file must pass.
 
 The export stage writes manifests with these classes and the runtime reads
-them; a file is trusted only when its size and sha256 match its entry.
+them; a file is trusted only when its size and sha256 match its entry. The
+field-by-field validation of an untrusted manifest is ``_schema``'s.
 """
 
 from __future__ import annotations
@@ -134,6 +135,32 @@ class ModelEntry:
             int8_verified_on=d.get("int8_verified_on"),
             int8_verified_classes=tuple(d.get("int8_verified_classes") or ()),
         )
+
+
+class OfModel:
+    """Who an object that wraps one manifest entry (``self.entry``) is about.
+
+    A loaded model and a grid's plan of one both answer ``subject``, ``roi``, ...
+    from the entry they hold; this is that answer, written once.
+    """
+
+    entry: ModelEntry
+
+    @property
+    def model_id(self) -> str:
+        return self.entry.model_id
+
+    @property
+    def subject(self) -> int:
+        return self.entry.subject
+
+    @property
+    def roi(self) -> str:
+        return self.entry.roi
+
+    @property
+    def n_voxels(self) -> int:
+        return self.entry.nv
 
 
 @dataclass

@@ -1,7 +1,10 @@
-"""Small file helpers: atomic writes and hashing.
+"""File helpers every layer shares: atomic writes, hashing, and the one ``.npy`` opener.
 
 Every file berg_onnx or the export writes goes through ``atomic_path`` so an
-interrupted run never leaves a half-written file under its final name.
+interrupted run never leaves a half-written file under its final name. Every
+``.npy`` berg_onnx reads (stimuli, encode outputs, npz members' headers) goes through
+``read_npy_header``/``open_npy``, which check the header in bounded memory before a
+byte of data is mapped. Bottom layer: imports only ``errors``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from berg_onnx.errors import BERGError, InvalidParameterError, StimulusError
 
 _CHUNK = 1 << 20
 
@@ -112,26 +117,27 @@ def read_npy_header(f) -> tuple[tuple[int, ...], bool, Any, int]:
     return shape, fortran, dtype, head + length
 
 
-def open_npy_stimulus(path: str | os.PathLike[str]):
-    """A read-only memory map of a ``.npy`` stimulus array, its header checked first.
+def open_npy(
+    path: str | os.PathLike[str],
+    *,
+    what: str,
+    expected: str,
+    error: type[BERGError] = InvalidParameterError,
+):
+    """A read-only memory map of a plain numeric ``.npy`` file, its header checked first.
 
     ``np.load`` trusts the header: a crafted one may claim any shape, dtype or
     (with ``allow_pickle``) run code. Here the header must describe a plain
     numeric array whose bytes are exactly the rest of the file, before anything
-    is mapped; its dtype and shape are then ``as_stimulus``'s to judge, with
-    hints for the input it saw. Errors are StimulusError naming the file.
+    is mapped; dtype kind and shape are then the caller's to judge. Errors are
+    ``error``s naming the file, ``what`` it should have been and ``expected``, the fix.
     """
     import numpy as np
 
-    from berg_onnx.errors import StimulusError
-
     path = Path(path)
 
-    def bad(reason: str) -> StimulusError:
-        return StimulusError(
-            f"{path} is not a stimulus array: {reason}. Expected an .npy file of integers "
-            "0-255 with shape (N, 3, H, W), e.g. np.save(path, images.astype(np.uint8))."
-        )
+    def bad(reason: str) -> BERGError:
+        return error(f"{path} is not {what}: {reason}. {expected}")
 
     try:
         with open(path, "rb") as f:
@@ -141,23 +147,37 @@ def open_npy_stimulus(path: str | os.PathLike[str]):
             except ValueError as e:
                 raise bad(f"not a readable .npy header ({e})") from None
     except OSError as e:
-        raise StimulusError(f"cannot read {path}: {e.strerror or e}") from None
+        raise error(f"cannot read {path}: {e.strerror or e}") from None
     if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
         raise bad(f"dtype {dtype} is not a plain numeric type")
     if dtype.kind not in "uifb":
         raise bad(f"dtype {dtype} is not numeric")
     if len(shape) > 8 or not all(isinstance(n, int) and n >= 0 for n in shape):
         raise bad(f"shape {shape} is not an array shape")
-    # dtype kind and shape are as_stimulus's to judge: its messages suggest the right fix
     need = dtype.itemsize
     for n in shape:
         need *= n
     if offset + need != size:
         raise bad(f"the header promises {need} data bytes, the file holds {size - offset}")
     if need == 0 or not shape:
-        return np.zeros(shape, dtype=dtype)  # nothing to map; the validator names the problem
+        return np.zeros(shape, dtype=dtype)  # nothing to map; the caller names the problem
     order = "F" if fortran else "C"
     try:
         return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)
     except (OSError, ValueError) as e:
-        raise StimulusError(f"cannot map {path}: {e}") from None
+        raise error(f"cannot map {path}: {e}") from None
+
+
+def open_npy_stimulus(path: str | os.PathLike[str]):
+    """``open_npy`` for a stimulus array: StimulusErrors with the stimulus format's fix.
+
+    dtype kind and shape are ``as_stimulus``'s to judge: its messages suggest the
+    right fix for the input it saw.
+    """
+    return open_npy(
+        path,
+        what="a stimulus array",
+        expected="Expected an .npy file of integers 0-255 with shape (N, 3, H, W), e.g. "
+        "np.save(path, images.astype(np.uint8)).",
+        error=StimulusError,
+    )

@@ -1,4 +1,8 @@
-"""The browser page's local server: ``berg-onnx web`` / ``python -m berg_onnx.web``."""
+"""The browser page's local server (``berg-onnx web``): web/ and one export on 127.0.0.1.
+
+``server``: a cross-origin isolated static server (the page's WASM threads need it).
+May import ``source``, ``errors``; the page itself lives in the repository's ``web/``.
+"""
 
 from berg_onnx.web.server import make_server, serve, url_of
 

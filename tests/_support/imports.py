@@ -97,3 +97,42 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         if v not in index:
             visit(v)
     return found
+
+
+#: berg_onnx's layers, bottom (0) to top: a module may import its own layer and those below.
+LAYERS: dict[str, int] = {
+    "berg_onnx.errors": 0,
+    "berg_onnx.constants": 0,
+    "berg_onnx._version": 0,
+    "berg_onnx.utils": 1,
+    "berg_onnx.source": 2,
+    "berg_onnx.inputs": 2,
+    "berg_onnx.session": 3,
+    "berg_onnx.model": 3,
+    "berg_onnx.experiment": 4,
+    "berg_onnx.engines": 5,
+    "berg_onnx.brain": 5,
+    "berg_onnx.control": 5,
+    "berg_onnx.web": 5,
+    "berg_onnx.api": 6,
+    "berg_onnx.cli": 7,
+    "berg_onnx._compat": 7,
+    "berg_onnx": 7,
+}
+
+
+def layer_of(module: str) -> int:
+    """The layer of ``module``: that of its longest listed prefix (KeyError if none)."""
+    parts = module.split(".")
+    for n in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:n])
+        if prefix in LAYERS:
+            return LAYERS[prefix]
+    raise KeyError(f"{module} is in no layer of LAYERS")
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(importer, imported) pairs where a module imports a layer above its own."""
+    return sorted(
+        (m, t) for m, targets in graph.items() for t in targets if layer_of(t) > layer_of(m)
+    )

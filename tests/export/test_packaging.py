@@ -1,4 +1,5 @@
-"""The wheels: only berg_onnx + models.json inside; two flavours, never both onnxruntimes."""
+"""The wheels: only berg_onnx (+ models.json, model cards) inside; two flavours, never both
+onnxruntimes."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+CARDS = REPO / "berg_onnx" / "source" / "cards"
 pytest.importorskip("hatchling")
 
 
@@ -70,6 +72,9 @@ def test_wheel_contents_and_flavour(tmp_path, flavour, dist, runtime, other):
     top = {n.split("/")[0] for n in names}
     assert top == {"berg_onnx", f"{dist.replace('-', '_')}-0.1.0.dist-info"}
     assert "berg_onnx/models.json" in names and "berg_onnx/cli/__init__.py" in names
+    # the model cards describe() prints are data inside the wheel, every one of them
+    cards = sorted(p.relative_to(REPO).as_posix() for p in CARDS.glob("*.json"))
+    assert cards and set(cards) <= set(names) and f"{CARDS.relative_to(REPO)}/__init__.py" in names
     with zipfile.ZipFile(next((tmp_path / (flavour or "default")).glob("*.whl"))) as z:
         entry = z.read(f"{dist.replace('-', '_')}-0.1.0.dist-info/entry_points.txt").decode()
     assert "berg-onnx = berg_onnx.cli:main" in entry

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from berg_onnx.engines import RayOptions
+from berg_onnx.engines import RayOptions, run_experiment
 from berg_onnx.engines.ray import run_ray
 from berg_onnx.errors import StimulusError
-from berg_onnx.experiment import ExperimentStore, plan_experiment, run_experiment
+from berg_onnx.experiment import ExperimentStore, plan_experiment
 from tests._support.raycluster import kill_session, pids_in_session
 
 zarr = pytest.importorskip("zarr")

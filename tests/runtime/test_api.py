@@ -139,8 +139,8 @@ def test_return_metadata_and_metadata_for_all_rois(berg, photos):
     assert everything["FFA-1"]["fmri"]["ncsnr"].shape == (25,)
 
 
-def test_catalog_lists_models(berg):
-    cat = berg.get_model_catalog()
+def test_catalog_details_list_models(berg):
+    cat = berg.get_catalog_details()
     spec = cat["fmri-nsd-fwrf"]
     assert spec["subjects"] == list(range(1, 9))
     assert len(spec["rois"]) == 23 and spec["split_rois"] == ["lateral", "ventral"]

@@ -511,7 +511,7 @@ def test_metadata_torn_by_a_kill_is_rewritten(berg, photos, tmp_path):
 
 def test_prefetching_blocks_as_on_cuda_gives_the_same_rows(berg, photos, tmp_path):
     """The CUDA path's overlap (next block preprocessed while models run), run on CPU."""
-    from berg_onnx.experiment import run_local
+    from berg_onnx.engines import run_local
 
     images = photos[:11]
     rows = {}
@@ -519,7 +519,15 @@ def test_prefetching_blocks_as_on_cuda_gives_the_same_rows(berg, photos, tmp_pat
         job = plan_experiment(berg, images, 1, "all", chunk_size=2)
         store = ExperimentStore.create_or_open(tmp_path / f"{prefetch}.zarr", job)
         report = run_local(
-            berg, job, store, device="cpu", show_progress=False, block_size=4, prefetch=prefetch
+            berg.store,
+            job,
+            store,
+            device="cpu",
+            show_progress=False,
+            block_size=4,
+            batch_size=berg.batch_size,
+            threads=berg.threads,
+            prefetch=prefetch,
         )
         assert report.complete and report.chunks_written == 3 * 6
         root = zarr.open_group(store.path, mode="r")

@@ -1,0 +1,85 @@
+"""`berg-onnx run`: an in silico experiment, subjects x ROIs over one image set, into Zarr."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from berg_onnx.cli._common import CLIError, add_command, make_berg
+from berg_onnx.constants import PRECISIONS
+
+EXAMPLES = """examples:
+  berg-onnx run photos/ --subjects 1 2 --rois V1 FFA-1 --out experiment.zarr
+  berg-onnx run stimuli.npy --subjects all --rois all --out grid.zarr --device cuda
+  berg-onnx run photos/ --subjects 1 --rois all --out experiment.zarr   # again: resumes
+  berg-onnx run photos/ --subjects all --rois all --out g.zarr --engine ray --ray-address H:6379"""
+
+
+def grid_choice(values: list[str], what: str) -> Any:
+    """``all`` or the values given (subjects as ints)."""
+    if values == ["all"]:
+        return "all"
+    if what == "subjects":
+        try:
+            return [int(v) for v in values]
+        except ValueError:
+            raise CLIError(f"--subjects takes numbers or 'all', got {' '.join(values)}") from None
+    return values
+
+
+def run(args: argparse.Namespace) -> int:
+    from berg_onnx.engines import engine_from_cli, run_experiment
+
+    berg = make_berg(args)
+    try:
+        report = run_experiment(
+            berg,
+            args.images,
+            store=args.out,
+            subjects=grid_choice(args.subjects, "subjects"),
+            rois=grid_choice(args.rois, "rois"),
+            chunk_size=args.chunk_size,
+            overwrite=args.overwrite,
+            device=args.device,
+            precision=args.precision,
+            show_progress=not args.quiet,
+            engine=engine_from_cli(args.engine, args.ray_address, args.ray_actors),
+        )
+    except KeyboardInterrupt:
+        print(
+            f"berg-onnx: completed chunks are kept in {args.out}; run again to resume",
+            file=sys.stderr,
+        )
+        raise
+    state = "complete" if report.complete else "incomplete"
+    print(
+        f"{args.out}: {report.n_images} images x {len(report.models)} models, {state} "
+        f"({report.chunks_written} chunks written, {report.chunks_already_complete} already "
+        f"complete, {report.seconds:.1f} s)"
+    )
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """The `run` command's options."""
+    p = add_command(
+        sub,
+        "run",
+        "an in silico experiment: subjects x ROIs over one image set, into Zarr",
+        EXAMPLES,
+    )
+    p.add_argument("images", nargs="+", help="image files, folders, or one .npy (N,3,H,W) array")
+    p.add_argument("--subjects", nargs="+", required=True, help="subject numbers, or all")
+    p.add_argument("--rois", nargs="+", required=True, help="ROI names, or all")
+    p.add_argument("--out", required=True, help="the Zarr store (a folder, e.g. grid.zarr)")
+    p.add_argument("--chunk-size", type=int, default=None, help="rows per chunk (default 256)")
+    p.add_argument("--overwrite", action="store_true", help="delete the store and start over")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--engine", default="local", choices=["local", "ray"], help="ray: [ray] extra")
+    p.add_argument("--ray-address", help="HOST:PORT (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--ray-actors", type=int, default=None, help="actors per model group")
+    p.set_defaults(func=run)
