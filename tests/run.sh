@@ -48,7 +48,7 @@ stage "ruff"
 .venv/bin/ruff format --check .
 
 stage "build test artifacts (synthetic export + golden export + PyTorch reference responses)"
-.venv/bin/python tests/artifacts.py "$WORK/artifacts"
+.venv/bin/python -m tests._support.artifacts "$WORK/artifacts"
 export BERG_TEST_ARTIFACTS="$WORK/artifacts"
 
 stage "export, runtime and Hub tests"

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
-from fuzz import crafted
 
 from berg_onnx.errors import ModelLoadError
 from export.checkpoint import load_checkpoint, load_pickled_npy
+from tests.fuzz import crafted
 
 FWRF = "encoding_models/modality-fmri/train_dataset-nsd/model-fwrf"
 REPO = Path(__file__).resolve().parents[2]

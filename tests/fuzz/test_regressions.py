@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fuzz.targets import TARGETS
+from tests.fuzz.targets import TARGETS
 
 HERE = Path(__file__).resolve().parent / "regressions"
 CASES = sorted((p.parent.name, p) for p in HERE.glob("*/*") if p.is_file())

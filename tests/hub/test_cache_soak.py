@@ -25,12 +25,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from hubserver import HubServer, client_env  # noqa: E402
-
-from berg_onnx import BERG  # noqa: E402
-from berg_onnx.source.manifest import Manifest  # noqa: E402
+from berg_onnx import BERG
+from berg_onnx.source.manifest import Manifest
+from tests._support.hubserver import HubServer, client_env
 
 REPO_ID = "berg-soak/fmri-nsd-fwrf-onnx"
 MODEL = "fmri-nsd-fwrf"

@@ -3,17 +3,11 @@ the repo and revision, and holds the same values as one run on the local export.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from hubserver import HubServer, client_settings  # noqa: E402
-
-from berg_onnx import BERG  # noqa: E402
+from berg_onnx import BERG
+from tests._support.hubserver import HubServer, client_settings
 
 zarr = pytest.importorskip("zarr")
 publish_mod = pytest.importorskip("export.publish")  # publish runs from a checkout

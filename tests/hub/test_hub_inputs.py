@@ -4,36 +4,20 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from hubserver import HubServer, client_env, client_settings  # noqa: E402
-
-from berg_onnx import BERG, ModelLoadError  # noqa: E402
+from berg_onnx import BERG, ModelLoadError
+from tests._support.cli import cli_process
+from tests._support.hubserver import client_env
 
 publish_mod = pytest.importorskip("export.publish")  # publish runs from a checkout
 
 REPO_ID = "berg-test/inputs"
 MODEL = "fmri-nsd-fwrf"
-
-
-@pytest.fixture(scope="module")
-def hub(export_dir):
-    with HubServer() as server, client_settings():
-        commit = publish_mod.publish(export_dir, REPO_ID, endpoint=server.endpoint)
-        yield server, commit
-
-
-def _cli(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "berg_onnx", *args], env=env, capture_output=True, text=True
-    )
 
 
 def _one_line(run: subprocess.CompletedProcess) -> str:
@@ -70,15 +54,15 @@ def test_cli_offline_with_a_damaged_cache_is_one_line(hub, tmp_path, artifacts_d
     env = client_env(server.endpoint, tmp_path / "home")
     env["BERG_ONNX_CACHE"] = str(tmp_path / "cache")
     repo = ["--repo-id", REPO_ID, "--revision", commit]
-    run = _cli(env, "download", "--subject", "1", "--roi", "V1", *repo)
+    run = cli_process("download", "--subject", "1", "--roi", "V1", *repo, env=env)
     assert run.returncode == 0, run.stderr
     _damage_cached_onnx(tmp_path / "cache", "V1")
     stim = tmp_path / "s.npy"
     np.save(stim, np.load(artifacts_dir / "reference" / "photos_256_uint8.npy")[:1])
     offline = dict(env, HF_HUB_OFFLINE="1")
-    run = _cli(
-        offline, "encode", str(stim), "--subject", "1", "--roi", "V1", *repo,
-        "--out", str(tmp_path / "r.npy"),
+    run = cli_process(
+        "encode", str(stim), "--subject", "1", "--roi", "V1", *repo,
+        "--out", str(tmp_path / "r.npy"), env=offline,
     )  # fmt: skip
     line = _one_line(run)
     assert "roi-V1.onnx" in line and "berg-onnx download" in line
@@ -96,7 +80,7 @@ def test_unreachable_hub_is_said_quickly(tmp_path, artifacts_dir):
     env = client_env(_dead_endpoint(), tmp_path / "home")
     env["BERG_ONNX_CACHE"] = str(tmp_path / "cache")
     start = time.perf_counter()
-    run = _cli(env, "list", "--repo-id", REPO_ID)
+    run = cli_process("list", "--repo-id", REPO_ID, env=env)
     took = time.perf_counter() - start
     assert run.returncode == 0, run.stderr
     assert "could not be reached" in run.stdout
@@ -107,9 +91,9 @@ def test_unreachable_hub_is_said_quickly(tmp_path, artifacts_dir):
     stim = tmp_path / "s.npy"
     np.save(stim, np.load(artifacts_dir / "reference" / "photos_256_uint8.npy")[:1])
     start = time.perf_counter()
-    run = _cli(
-        env, "encode", str(stim), "--subject", "1", "--roi", "V1", "--repo-id", REPO_ID,
-        "--out", str(tmp_path / "r.npy"),
+    run = cli_process(
+        "encode", str(stim), "--subject", "1", "--roi", "V1", "--repo-id", REPO_ID,
+        "--out", str(tmp_path / "r.npy"), env=env,
     )  # fmt: skip
     assert "could not be reached" in _one_line(run)
     assert time.perf_counter() - start < 15
@@ -120,9 +104,9 @@ def test_download_a_subject_of_a_partial_export(hub, tmp_path):
     env = client_env(server.endpoint, tmp_path / "home")
     env["BERG_ONNX_CACHE"] = str(tmp_path / "cache")
     repo = ["--repo-id", REPO_ID, "--revision", commit]
-    run = _cli(env, "download", "--subject", "1", *repo)
+    run = cli_process("download", "--subject", "1", *repo, env=env)
     assert run.returncode == 0, run.stderr
     assert "9 files" in run.stdout  # V1, FFA-1, lateral: onnx + int8 onnx + npz each
     assert "not in this export" in run.stdout and "sub-01 V2" in run.stdout
-    run = _cli(env, "download", "--subject", "2", "--roi", "FFA-1", *repo)
+    run = cli_process("download", "--subject", "2", "--roi", "FFA-1", *repo, env=env)
     assert "sub-02 FFA-1" in _one_line(run)

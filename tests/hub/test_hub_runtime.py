@@ -1,6 +1,6 @@
 """Publish and download through real Hub-protocol servers on loopback (no mocks).
 
-HubServer (tests/hub/hubserver.py) accepts uploads, so it carries the publish ->
+HubServer (tests/_support/hubserver.py) accepts uploads, so it carries the publish ->
 download -> encode round trip and the failure cases; olah, a third-party Hub
 mirror, serves a git fixture built from the same export, pinned by commit and tag.
 """
@@ -15,22 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from hubserver import HubServer, client_env, client_settings  # noqa: E402
-from olahserver import OlahServer, build_fixture_repo, olah_bin_or_skip  # noqa: E402
-
-from berg_onnx import BERG, ModelLoadError, ModelNotFoundError, ResourceError  # noqa: E402
+from berg_onnx import BERG, ModelLoadError, ModelNotFoundError, ResourceError
+from tests._support.cli import cli_process
+from tests._support.hubserver import HubServer, client_env, client_settings
+from tests._support.olahserver import OlahServer, build_fixture_repo, olah_bin_or_skip
 
 publish_mod = pytest.importorskip("export.publish")  # publish runs from a checkout
 
 REPO_ID = "berg-test/fmri-nsd-fwrf-onnx"
+N_PHOTOS = 4  # the shared photos fixture (tests/conftest.py) gives the first four
 MODEL = "fmri-nsd-fwrf"
-
-
-@pytest.fixture(scope="module")
-def photos(artifacts_dir) -> np.ndarray:
-    return np.load(artifacts_dir / "reference" / "photos_256_uint8.npy")[:4]
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +36,6 @@ def local_responses(export_dir, photos) -> dict[str, np.ndarray]:
         )
         for roi in ("V1", "lateral")
     }
-
-
-@pytest.fixture(scope="module")
-def hub(export_dir):
-    """A HubServer with the test export published to REPO_ID; yields (server, commit)."""
-    with HubServer() as server, client_settings():
-        commit = publish_mod.publish(export_dir, REPO_ID, endpoint=server.endpoint)
-        yield server, commit
 
 
 def _berg(hub, cache: Path, revision: str | None = None, **kw) -> BERG:
@@ -270,9 +256,7 @@ def test_cli_download_then_offline_encode_and_doctor(hub, tmp_path, artifacts_di
 
     def cli(*args, offline=False):
         e = dict(env, HF_HUB_OFFLINE="1") if offline else env
-        return subprocess.run(
-            [sys.executable, "-m", "berg_onnx", *args], env=e, capture_output=True, text=True
-        )
+        return cli_process(*args, env=e)
 
     run = cli("download", "--subject", "1", "--roi", "V1", "lateral", *repo, "--quiet")
     assert run.returncode == 0, run.stderr

@@ -36,10 +36,8 @@ from huggingface_hub.errors import (
 )
 
 # tests/ has no package markers: make the sibling helper modules importable
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from hubserver import HubServer, client_env, client_settings, git_blob_oid  # noqa: E402
-from olahserver import (  # noqa: E402
+from tests._support.hubserver import HubServer, client_env, client_settings, git_blob_oid
+from tests._support.olahserver import (
     OlahServer,
     build_fixture_repo,
     live_group_members,
@@ -92,7 +90,8 @@ def _hf_settings() -> Iterator[None]:
 
 
 @pytest.fixture
-def hub() -> Iterator[HubServer]:
+def bare_hub() -> Iterator[HubServer]:
+    """An empty HubServer, one per test (the `hub` of conftest.py has the export on it)."""
     with HubServer() as server:
         yield server
 
@@ -106,18 +105,18 @@ class Published:
 
 
 @pytest.fixture
-def published(hub: HubServer, tmp_path: Path) -> Published:
+def published(bare_hub: HubServer, tmp_path: Path) -> Published:
     """A repo created, filled with upload_folder and tagged ``v1`` through the real client."""
     folder = tmp_path / "export"
     for rel, data in FILES.items():
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         (folder / rel).write_bytes(data)
-    api = HfApi(endpoint=hub.endpoint, token=TOKEN)
+    api = HfApi(endpoint=bare_hub.endpoint, token=TOKEN)
     url = api.create_repo(REPO)
     assert url.repo_id == REPO
     info = api.upload_folder(repo_id=REPO, folder_path=folder, commit_message="Publish v1")
     api.create_tag(REPO, tag="v1", revision=info.oid)
-    return Published(hub=hub, api=api, commit=info.oid, folder=folder)
+    return Published(hub=bare_hub, api=api, commit=info.oid, folder=folder)
 
 
 # ---------------------------------------------------------------------------- HubServer
@@ -250,15 +249,17 @@ def test_truncated_download_fails_size_check(published: Published, tmp_path: Pat
     assert not list(tmp_path.glob("cache-*/models--*/snapshots/*/model.onnx"))
 
 
-def test_dropped_connection_is_resumed_with_range_request(hub: HubServer, tmp_path: Path) -> None:
+def test_dropped_connection_is_resumed_with_range_request(
+    bare_hub: HubServer, tmp_path: Path
+) -> None:
     # the client only writes in 10 MiB chunks, so resuming needs > 10 MiB before the cut
     big = _binary(12 * 1024 * 1024, b"big")
-    hub.create_repo(REPO)
-    hub.commit(REPO, {"big.onnx": big})
-    hub.truncate_file(REPO, "big.onnx", keep_bytes=11 * 1024 * 1024, mode="close", times=1)
-    path = _download(hub.endpoint, tmp_path, "big.onnx", "main")
+    bare_hub.create_repo(REPO)
+    bare_hub.commit(REPO, {"big.onnx": big})
+    bare_hub.truncate_file(REPO, "big.onnx", keep_bytes=11 * 1024 * 1024, mode="close", times=1)
+    path = _download(bare_hub.endpoint, tmp_path, "big.onnx", "main")
     assert path.read_bytes() == big
-    ranges = [r.headers.get("range") for r in hub.request_log if r.method == "GET"]
+    ranges = [r.headers.get("range") for r in bare_hub.request_log if r.method == "GET"]
     assert ranges == [None, f"bytes={10 * 1024 * 1024}-"]
 
 
@@ -304,16 +305,16 @@ def test_required_token_is_enforced(tmp_path: Path) -> None:
 
 
 def test_client_settings_endpoint_reaches_server_without_endpoint_args(
-    hub: HubServer, tmp_path: Path
+    bare_hub: HubServer, tmp_path: Path
 ) -> None:
     """In-process equivalent of HF_ENDPOINT, for code that passes no ``endpoint=``."""
-    hub.create_repo(REPO)
-    commit = hub.commit(REPO, {"model.onnx": FILES["model.onnx"]})
-    with client_settings(hub.endpoint):
+    bare_hub.create_repo(REPO)
+    commit = bare_hub.commit(REPO, {"model.onnx": FILES["model.onnx"]})
+    with client_settings(bare_hub.endpoint):
         assert HfApi(token=TOKEN).model_info(REPO).sha == commit
         path = hf_hub_download(REPO, "model.onnx", cache_dir=tmp_path / "c", token=TOKEN)
     assert Path(path).read_bytes() == FILES["model.onnx"]
-    assert any(r.path == f"/{REPO}/resolve/main/model.onnx" for r in hub.request_log)
+    assert any(r.path == f"/{REPO}/resolve/main/model.onnx" for r in bare_hub.request_log)
 
 
 _CHILD = """
@@ -332,14 +333,14 @@ print(json.dumps(out))
 """
 
 
-def test_client_pointed_by_hf_endpoint_in_subprocess(hub: HubServer, tmp_path: Path) -> None:
+def test_client_pointed_by_hf_endpoint_in_subprocess(bare_hub: HubServer, tmp_path: Path) -> None:
     folder = tmp_path / "export"
     folder.mkdir()
     for name in ("model.onnx", "README.txt"):
         (folder / name).write_bytes(FILES[name])
     result = subprocess.run(
         [sys.executable, "-c", _CHILD, str(folder)],
-        env=client_env(hub.endpoint, tmp_path / "hf-home"),
+        env=client_env(bare_hub.endpoint, tmp_path / "hf-home"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -347,10 +348,10 @@ def test_client_pointed_by_hf_endpoint_in_subprocess(hub: HubServer, tmp_path: P
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["commit"] == hub.resolve_revision("berg/env-model", "v1")
+    assert out["commit"] == bare_hub.resolve_revision("berg/env-model", "v1")
     for name in ("model.onnx", "README.txt"):
         assert bytes.fromhex(out[name]) == FILES[name]
-    assert any(r.path.startswith("/berg/env-model/resolve/v1/") for r in hub.request_log)
+    assert any(r.path.startswith("/berg/env-model/resolve/v1/") for r in bare_hub.request_log)
 
 
 # ---------------------------------------------------------------------------- olah

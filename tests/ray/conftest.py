@@ -25,7 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from raycluster import Cluster, free_port, kill_session, only_loopback
+
+from tests._support.raycluster import Cluster, free_port, kill_session, only_loopback
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("zarr")

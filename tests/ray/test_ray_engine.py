@@ -19,24 +19,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from raycluster import kill_session, pids_in_session
 
-from berg_onnx import BERG
 from berg_onnx.engines import RayOptions, run_experiment
 from berg_onnx.engines.ray import run_ray
 from berg_onnx.errors import StimulusError
 from berg_onnx.experiment import ExperimentStore, plan_experiment
+from tests._support.raycluster import kill_session, pids_in_session
 
 zarr = pytest.importorskip("zarr")
 
 MODELS = ("sub-01/V1", "sub-01/FFA-1", "sub-01/lateral", "sub-02/V1")
 ACTOR_TITLE = "_ModelGroup"  # in the title Ray gives the actor's process
 TOLERANCE = 1e-6
-
-
-@pytest.fixture(scope="module")
-def berg(export_dir) -> BERG:
-    return BERG(berg_dir=export_dir)
 
 
 @pytest.fixture(scope="module")

@@ -14,16 +14,6 @@ from berg_onnx import BERG, EncodingModel, InvalidParameterError, StimulusError
 TOL = 1e-4
 
 
-@pytest.fixture(scope="module")
-def berg(export_dir) -> BERG:
-    return BERG(berg_dir=export_dir)
-
-
-@pytest.fixture(scope="module")
-def photos(artifacts_dir) -> np.ndarray:
-    return np.load(artifacts_dir / "reference" / "photos_256_uint8.npy")
-
-
 @pytest.mark.parametrize("roi", ["V1", "FFA-1", "lateral"])
 def test_matches_pytorch_reference_on_photographs(berg, artifacts_dir, photos, roi):
     model = berg.get_encoding_model("fmri-nsd-fwrf", subject=1, selection={"roi": roi})

@@ -111,12 +111,8 @@ def _voxel_counts(text: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def berg(export_dir) -> BERG:
-    return BERG(export_dir)  # BERG(berg_dir) positional, as BERG's tutorials call it
-
-
-@pytest.fixture(scope="module")
-def photos(artifacts_dir) -> np.ndarray:
-    return np.load(artifacts_dir / "reference" / "photos_256_uint8.npy")
+    """tests/conftest.py's berg, but built as BERG's tutorials do: berg_dir positional."""
+    return BERG(export_dir)
 
 
 # -- the catalogue calls -------------------------------------------------------------

@@ -1,4 +1,10 @@
-"""The berg-onnx command line, run as a user would (subprocesses, real files)."""
+"""The berg-onnx command line on real files.
+
+As a user runs it (``cli_process``: subprocesses) where the process matters: results
+written, exit codes, pipes, terminals, environment. Error paths run ``main(argv)`` in
+this process (the ``cli`` fixture) with the output captured: a process start adds
+nothing to what they check.
+"""
 
 from __future__ import annotations
 
@@ -12,29 +18,7 @@ import pytest
 from PIL import Image
 
 from berg_onnx import BERG
-
-
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "berg_onnx", *args], capture_output=True, text=True, cwd=cwd
-    )
-
-
-def encode(images: str, roi: str, export_dir: Path, out: Path, *extra: str):
-    """`berg-onnx encode IMAGES --subject 1 --roi ROI --berg-dir EXPORT --out OUT [extra]`."""
-    return cli(
-        "encode",
-        images,
-        "--subject",
-        "1",
-        "--roi",
-        roi,
-        "--berg-dir",
-        str(export_dir),
-        "--out",
-        str(out),
-        *extra,
-    )
+from tests._support.cli import cli_process, encode_argv
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +35,7 @@ def image_dir(artifacts_dir, tmp_path_factory) -> Path:
 
 def test_encode_a_folder_of_jpeg_and_png(image_dir, export_dir, tmp_path):
     out = tmp_path / "r.npy"
-    run = encode(str(image_dir), "V1", export_dir, out, "--quiet")
+    run = cli_process(*encode_argv(str(image_dir), export_dir, out, "--quiet"))
     assert run.returncode == 0, run.stderr
     responses = np.load(out, allow_pickle=False)
     paths = (tmp_path / "r.paths.txt").read_text().split()
@@ -66,12 +50,14 @@ def test_encode_a_folder_of_jpeg_and_png(image_dir, export_dir, tmp_path):
 def test_encode_npy_stimulus(artifacts_dir, export_dir, tmp_path):
     stim = tmp_path / "stim.npy"
     np.save(stim, np.load(artifacts_dir / "reference" / "photos_256_uint8.npy")[:3])
-    run = encode(str(stim), "lateral", export_dir, tmp_path / "o.npy", "--batch-size", "2")
+    run = cli_process(
+        *encode_argv(str(stim), export_dir, tmp_path / "o.npy", "--batch-size", "2", roi="lateral")
+    )
     assert run.returncode == 0, run.stderr
     assert np.load(tmp_path / "o.npy").shape == (3, 61)
     assert (tmp_path / "o.paths.txt").read_text().splitlines()[2] == f"{stim}[2]"
     assert run.stderr == ""  # stderr is a pipe, not a terminal: no progress bar
-    run = encode(str(stim), "V1", export_dir, tmp_path / "p.npy", "--progress")
+    run = cli_process(*encode_argv(str(stim), export_dir, tmp_path / "p.npy", "--progress"))
     assert run.returncode == 0 and "3/3" in run.stderr  # forced on
 
 
@@ -85,7 +71,7 @@ def test_encode_npy_stimulus(artifacts_dir, export_dir, tmp_path):
         ("float_npy", "expected integers 0-255"),
     ],
 )
-def test_errors_are_one_clear_line(case, message, image_dir, export_dir, tmp_path):
+def test_errors_are_one_clear_line(cli, case, message, image_dir, export_dir, tmp_path):
     images, roi, out = str(image_dir), "V1", tmp_path / "r.npy"
     if case == "missing_dir":
         images = str(tmp_path / "nowhere")
@@ -104,7 +90,7 @@ def test_errors_are_one_clear_line(case, message, image_dir, export_dir, tmp_pat
     elif case == "float_npy":
         images = str(tmp_path / "f.npy")
         np.save(images, np.zeros((1, 3, 8, 8), np.float32))
-    run = encode(images, roi, export_dir, out)
+    run = cli(*encode_argv(images, export_dir, out, roi=roi))
     assert run.returncode != 0
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
@@ -113,10 +99,10 @@ def test_errors_are_one_clear_line(case, message, image_dir, export_dir, tmp_pat
 
 
 def test_list_metadata_and_help(export_dir, tmp_path):
-    run = cli("list", "--berg-dir", str(export_dir))
+    run = cli_process("list", "--berg-dir", str(export_dir))
     assert run.returncode == 0 and "lateral" in run.stdout and "available: subjects 1" in run.stdout
     out = tmp_path / "meta.npz"
-    run = cli(
+    run = cli_process(
         "metadata",
         "--subject",
         "1",
@@ -131,7 +117,7 @@ def test_list_metadata_and_help(export_dir, tmp_path):
     with np.load(out, allow_pickle=False) as data:
         assert data["fmri/ncsnr"].shape == (25,)
     for command in ("encode", "list", "metadata", "download", "doctor"):
-        run = cli(command, "--help")
+        run = cli_process(command, "--help")
         assert (
             run.returncode == 0
             and "examples:" in run.stdout
@@ -141,9 +127,7 @@ def test_list_metadata_and_help(export_dir, tmp_path):
 
 def test_doctor_reports_providers_and_cache(tmp_path):
     env = dict(os.environ, BERG_ONNX_CACHE=str(tmp_path / "cache"))
-    run = subprocess.run(
-        [sys.executable, "-m", "berg_onnx", "doctor"], capture_output=True, text=True, env=env
-    )
+    run = cli_process("doctor", env=env)
     assert run.returncode == 0, run.stderr
     assert "CPUExecutionProvider: usable" in run.stdout
     assert f"cache: {tmp_path / 'cache'}" in run.stdout
@@ -152,10 +136,14 @@ def test_doctor_reports_providers_and_cache(tmp_path):
 
 def test_encode_with_the_int8_tier(image_dir, export_dir, tmp_path):
     out = tmp_path / "fast.npy"
-    run = encode(str(image_dir), "FFA-1", export_dir, out, "--precision", "int8", "--quiet")
+    run = cli_process(
+        *encode_argv(str(image_dir), export_dir, out, "--precision", "int8", "--quiet", roi="FFA-1")
+    )
     assert run.returncode == 0, run.stderr
     fast = np.load(out)
-    exact_run = encode(str(image_dir), "FFA-1", export_dir, tmp_path / "exact.npy", "--quiet")
+    exact_run = cli_process(
+        *encode_argv(str(image_dir), export_dir, tmp_path / "exact.npy", "--quiet", roi="FFA-1")
+    )
     assert exact_run.returncode == 0, exact_run.stderr
     diff = np.abs(fast - np.load(tmp_path / "exact.npy")).max()
     assert 0 < diff <= 0.05
@@ -181,7 +169,7 @@ def test_non_utf8_and_newline_names_are_written_losslessly(artifacts_dir, export
             os.fsdecode(os.fsencode(folder) + b"/" + raw)
         )
     out = tmp_path / "r.npy"
-    run = encode(str(folder), "V1", export_dir, out)
+    run = cli_process(*encode_argv(str(folder), export_dir, out))
     assert run.returncode == 0, run.stderr
     listing = tmp_path / "r.paths.txt"
     lines = listing.read_bytes().split(b"\n")[:-1]
@@ -195,15 +183,15 @@ def test_non_utf8_and_newline_names_are_written_losslessly(artifacts_dir, export
     assert all(Path(n).is_file() for n in names)
 
 
-def test_output_may_not_be_an_input(artifacts_dir, export_dir, tmp_path):
+def test_output_may_not_be_an_input(cli, artifacts_dir, export_dir, tmp_path):
     stim = tmp_path / "s.npy"
     np.save(stim, np.load(artifacts_dir / "reference" / "photos_256_uint8.npy")[:2])
     before = stim.read_bytes()
-    _one_line_error(encode(str(stim), "V1", export_dir, stim), "overwrite the input")
+    _one_line_error(cli(*encode_argv(str(stim), export_dir, stim)), "overwrite the input")
     assert stim.read_bytes() == before
     link = tmp_path / "alias.npy"
     os.symlink(stim, link)
-    _one_line_error(encode(str(stim), "V1", export_dir, link), "overwrite the input")
+    _one_line_error(cli(*encode_argv(str(stim), export_dir, link)), "overwrite the input")
     assert stim.read_bytes() == before
 
 
@@ -211,7 +199,7 @@ def test_output_may_not_be_an_input(artifacts_dir, export_dir, tmp_path):
     "out, words",
     [("meta.txt", "end in .npz"), ("nodir/m.npz", "does not exist"), (".", "is a folder")],
 )
-def test_metadata_out_is_checked_before_printing(export_dir, tmp_path, out, words):
+def test_metadata_out_is_checked_before_printing(cli, export_dir, tmp_path, out, words):
     run = cli(
         "metadata", "--subject", "1", "--roi", "V1", "--berg-dir", str(export_dir),
         "--out", str(tmp_path / out),
@@ -224,17 +212,17 @@ def test_metadata_out_is_checked_before_printing(export_dir, tmp_path, out, word
 @pytest.mark.parametrize(
     "out, words", [("r.txt", "end in .npy"), ("nodir/r.npy", "does not exist"), ("", "folder")]
 )
-def test_encode_out_is_checked_before_any_work(image_dir, export_dir, tmp_path, out, words):
-    _one_line_error(encode(str(image_dir), "V1", export_dir, tmp_path / out), words)
+def test_encode_out_is_checked_before_any_work(cli, image_dir, export_dir, tmp_path, out, words):
+    _one_line_error(cli(*encode_argv(str(image_dir), export_dir, tmp_path / out)), words)
 
 
-def test_zero_d_npy_is_one_line(export_dir, tmp_path):
+def test_zero_d_npy_is_one_line(cli, export_dir, tmp_path):
     stim = tmp_path / "zero.npy"
     np.save(stim, np.array(5))
-    _one_line_error(encode(str(stim), "V1", export_dir, tmp_path / "r.npy"), "0-d")
+    _one_line_error(cli(*encode_argv(str(stim), export_dir, tmp_path / "r.npy")), "0-d")
 
 
-def test_decompression_bomb_is_one_line(export_dir, tmp_path):
+def test_decompression_bomb_is_one_line(cli, export_dir, tmp_path):
     import struct
     import zlib
 
@@ -248,7 +236,7 @@ def test_decompression_bomb_is_one_line(export_dir, tmp_path):
     )
     bomb = tmp_path / "big.png"
     bomb.write_bytes(png + chunk(b"IEND", b""))
-    _one_line_error(encode(str(bomb), "V1", export_dir, tmp_path / "r.npy"), "big.png")
+    _one_line_error(cli(*encode_argv(str(bomb), export_dir, tmp_path / "r.npy")), "big.png")
 
 
 @pytest.mark.parametrize("command", [["list"], ["doctor"], ["metadata", "--subject", "1"]])
@@ -268,17 +256,19 @@ def test_broken_pipe_exits_0_silently(export_dir, command):
     assert run.returncode == 0 and run.stderr == "", run.stderr
 
 
-def test_version_threads_and_help_list_valid_values(image_dir, export_dir, tmp_path):
+def test_version_threads_and_help_list_valid_values(cli, image_dir, export_dir, tmp_path):
     from berg_onnx._version import __version__
 
-    run = cli("--version")
+    run = cli_process("--version")
     assert run.returncode == 0 and run.stdout.strip() == f"berg-onnx {__version__}"
-    run = encode(str(image_dir), "V1", export_dir, tmp_path / "r.npy", "--threads", "1")
+    run = cli_process(
+        *encode_argv(str(image_dir), export_dir, tmp_path / "r.npy", "--threads", "1")
+    )
     assert run.returncode == 0, run.stderr
-    run = encode(str(image_dir), "V1", export_dir, tmp_path / "r.npy", "--threads", "0")
+    run = cli(*encode_argv(str(image_dir), export_dir, tmp_path / "r.npy", "--threads", "0"))
     assert run.returncode == 2 and "positive integer" in run.stderr
     for command in ("encode", "metadata", "download"):
-        text = " ".join(cli(command, "--help").stdout.split())
+        text = " ".join(cli_process(command, "--help").stdout.split())
         assert "1, 2, 3, 4, 5, 6, 7, 8" in text and "V1, V2, V3, hV4" in text and "ventral" in text
 
 
@@ -289,8 +279,8 @@ def test_progress_only_on_a_terminal_unless_forced(image_dir, export_dir, tmp_pa
     import termios
 
     out = tmp_path / "r.npy"
-    assert "img/s" not in encode(str(image_dir), "V1", export_dir, out).stderr
-    assert "5/5" in encode(str(image_dir), "V1", export_dir, out, "--progress").stderr
+    assert "img/s" not in cli_process(*encode_argv(str(image_dir), export_dir, out)).stderr
+    assert "5/5" in cli_process(*encode_argv(str(image_dir), export_dir, out, "--progress")).stderr
     # a real terminal on stderr: the bar is on by default, off with --no-progress / --quiet
     for extra, shown in [((), True), (("--no-progress",), False), (("--quiet",), False)]:
         leader, follower = pty.openpty()
@@ -322,11 +312,7 @@ def test_progress_only_on_a_terminal_unless_forced(image_dir, export_dir, tmp_pa
 
 def test_doctor_honours_repo_id_and_revision(tmp_path):
     env = dict(os.environ, BERG_ONNX_CACHE=str(tmp_path / "cache"))
-    run = subprocess.run(
-        [sys.executable, "-m", "berg_onnx", "doctor", "--repo-id", "me/my-export",
-         "--revision", "v9"],
-        capture_output=True, text=True, env=env,
-    )  # fmt: skip
+    run = cli_process("doctor", "--repo-id", "me/my-export", "--revision", "v9", env=env)
     assert run.returncode == 0, run.stderr
     assert "Hub repo: me/my-export@v9" in run.stdout
 
@@ -354,7 +340,7 @@ def test_doctor_honours_repo_id_and_revision(tmp_path):
         ),
     ],
 )
-def test_usage_errors_are_one_line_too(args, words):
+def test_usage_errors_are_one_line_too(cli, args, words):
     run = cli(*args)
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 2 and len(lines) == 1 and words in lines[0], run.stderr

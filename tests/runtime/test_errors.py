@@ -15,20 +15,7 @@ from berg_onnx import (
     StimulusError,
 )
 
-
-@pytest.fixture(scope="module")
-def berg(export_dir) -> BERG:
-    return BERG(berg_dir=export_dir)
-
-
-@pytest.fixture(scope="module")
-def photos(artifacts_dir) -> np.ndarray:
-    return np.load(artifacts_dir / "reference" / "photos_256_uint8.npy")[:2]
-
-
-@pytest.fixture(scope="module")
-def model(berg):
-    return berg.get_encoding_model("fmri-nsd-fwrf", 1, {"roi": "V1"}, device="cpu")
+N_PHOTOS = 2  # the shared photos fixture (tests/conftest.py) gives the first two
 
 
 def test_hierarchy_like_the_original():

@@ -2,7 +2,7 @@
 resume after SIGKILL, refusal of mismatched stores, preprocessing once per image.
 
 Everything runs for real: onnxruntime sessions, a Zarr store on disk, and the
-`berg-onnx run` command in subprocesses.
+`berg-onnx run` command in subprocesses (its refusals through `main(argv)` in this process).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from PIL import Image
 from berg_onnx import BERG
 from berg_onnx.errors import ExperimentError
 from berg_onnx.source.manifest import Manifest
+from tests._support.cli import cli_process
 
 zarr = pytest.importorskip("zarr")
 
@@ -32,16 +33,6 @@ from berg_onnx.experiment import ExperimentStore, plan_experiment  # noqa: E402
 MODELS = [(1, "V1"), (1, "FFA-1"), (1, "lateral"), (2, "V1")]
 CONTRACT_ROOT = {"berg_onnx_version", "model_id", "source", "created"}
 CONTRACT_ARRAY = {"subject", "roi", "n_voxels", "precision", "model_files", "voxel_order"}
-
-
-def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "berg_onnx", "run", *args], capture_output=True, text=True, **kwargs
-    )
-
-
-def photos(artifacts_dir: Path) -> np.ndarray:
-    return np.load(artifacts_dir / "reference" / "photos_256_uint8.npy")
 
 
 def write_images(folder: Path, images: np.ndarray, seed: int = 0) -> list[Path]:
@@ -59,16 +50,11 @@ def write_images(folder: Path, images: np.ndarray, seed: int = 0) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def image_dir(artifacts_dir, tmp_path_factory) -> Path:
+def image_dir(photos, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("grid-images")
-    write_images(root, photos(artifacts_dir))
+    write_images(root, photos)
     (root / "readme.txt").write_text("not an image")
     return root
-
-
-@pytest.fixture(scope="module")
-def berg(export_dir) -> BERG:
-    return BERG(berg_dir=export_dir)
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +133,8 @@ def test_values_equal_encode_per_model(grid, berg, image_dir):
         assert np.abs(root[f"sub-{s:02d}/{roi}"][:] - expected).max() <= 1e-6, roi
 
 
-def test_array_input_matches_pytorch_reference(berg, artifacts_dir, tmp_path):
-    images = photos(artifacts_dir)
+def test_array_input_matches_pytorch_reference(berg, artifacts_dir, photos, tmp_path):
+    images = photos
     path = tmp_path / "a.zarr"
     berg.run(images, subjects=1, rois="all", store=path, chunk_size=4, show_progress=False)
     root = zarr.open_group(path, mode="r")
@@ -160,7 +146,8 @@ def test_array_input_matches_pytorch_reference(berg, artifacts_dir, tmp_path):
     # the same pixels from a .npy file are the same image set: the store is reused as it is
     npy = tmp_path / "stim.npy"
     np.save(npy, images)
-    run = run_cli(
+    run = cli_process(
+        "run",
         str(npy),
         "--subjects",
         "1",
@@ -227,9 +214,9 @@ def test_preprocessing_runs_once_per_image(berg, image_dir, tmp_path, monkeypatc
     assert report.chunks_written == 2 and sum(resized) == 4
 
 
-def test_changed_images_are_refused(berg, artifacts_dir, tmp_path):
+def test_changed_images_are_refused(cli, berg, photos, tmp_path):
     folder = tmp_path / "imgs"
-    paths = write_images(folder, photos(artifacts_dir)[:6])
+    paths = write_images(folder, photos[:6])
     store = tmp_path / "s.zarr"
     berg.run(folder, subjects=1, rois=["V1"], store=store, chunk_size=3, show_progress=False)
     img = np.asarray(Image.open(paths[2])).copy()
@@ -237,7 +224,8 @@ def test_changed_images_are_refused(berg, artifacts_dir, tmp_path):
     Image.fromarray(img).save(paths[2])  # one pixel of one image changed
     with pytest.raises(ExperimentError, match="different image set.*--overwrite"):
         berg.run(folder, subjects=1, rois=["V1"], store=store, show_progress=False)
-    run = run_cli(
+    run = cli(
+        "run",
         str(folder),
         "--subjects",
         "1",
@@ -260,8 +248,8 @@ def test_changed_images_are_refused(berg, artifacts_dir, tmp_path):
     assert report.complete and zarr.open_group(store, mode="r")["sub-01/V1"].shape[0] == 7
 
 
-def test_changed_model_files_are_refused(export_dir, artifacts_dir, tmp_path):
-    images = photos(artifacts_dir)[:4]
+def test_changed_model_files_are_refused(export_dir, photos, tmp_path):
+    images = photos[:4]
     changed = tmp_path / "export"
     shutil.copytree(export_dir, changed)
     store = tmp_path / "m.zarr"
@@ -292,10 +280,8 @@ def test_changed_model_files_are_refused(export_dir, artifacts_dir, tmp_path):
     ]
 
 
-def test_sigkill_at_a_random_point_then_resume_gives_identical_arrays(
-    export_dir, artifacts_dir, tmp_path
-):
-    images = np.concatenate([photos(artifacts_dir)] * 3)  # 36 images, 3 models
+def test_sigkill_at_a_random_point_then_resume_gives_identical_arrays(export_dir, photos, tmp_path):
+    images = np.concatenate([photos] * 3)  # 36 images, 3 models
     npy = tmp_path / "stim.npy"
     np.save(npy, images)
     args_1 = [
@@ -314,7 +300,7 @@ def test_sigkill_at_a_random_point_then_resume_gives_identical_arrays(
     ]
     full = tmp_path / "full.zarr"
     t = time.perf_counter()
-    done = run_cli(*args_1, "--out", str(full))
+    done = cli_process("run", *args_1, "--out", str(full))
     full_time = time.perf_counter() - t
     assert done.returncode == 0, done.stderr
     seed = random.randrange(1 << 30)
@@ -337,7 +323,7 @@ def test_sigkill_at_a_random_point_then_resume_gives_identical_arrays(
             if kills == 2:
                 break
     assert kills >= 1, f"seed {seed}: no kill landed mid-run"
-    resumed = run_cli(*args_1, "--out", str(killed))
+    resumed = cli_process("run", *args_1, "--out", str(killed))
     assert resumed.returncode == 0, resumed.stderr
     a, b = zarr.open_group(full, mode="r"), zarr.open_group(killed, mode="r")
     for roi in ("V1", "lateral", "FFA-1"):
@@ -346,9 +332,9 @@ def test_sigkill_at_a_random_point_then_resume_gives_identical_arrays(
     assert ExperimentStore.attach(killed).is_complete()
 
 
-def test_ctrl_c_stops_cleanly_and_the_run_resumes(export_dir, artifacts_dir, tmp_path):
+def test_ctrl_c_stops_cleanly_and_the_run_resumes(export_dir, photos, tmp_path):
     npy = tmp_path / "stim.npy"
-    np.save(npy, np.concatenate([photos(artifacts_dir)] * 6))
+    np.save(npy, np.concatenate([photos] * 6))
     args = [
         str(npy),
         "--subjects",
@@ -382,12 +368,13 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(export_dir, artifacts_dir, tmp
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "run again to resume" in err and "Traceback" not in err
-    resumed = run_cli(*args)
+    resumed = cli_process("run", *args)
     assert resumed.returncode == 0 and ", complete (" in resumed.stdout, resumed.stderr
 
 
-def test_cli_progress_bar_over_the_whole_grid(export_dir, image_dir, tmp_path):
-    run = run_cli(
+def test_cli_progress_bar_over_the_whole_grid(cli, export_dir, image_dir, tmp_path):
+    run = cli_process(
+        "run",
         str(image_dir),
         "--subjects",
         "1",
@@ -402,7 +389,8 @@ def test_cli_progress_bar_over_the_whole_grid(export_dir, image_dir, tmp_path):
     assert "36/36" in run.stderr  # 12 images x 3 models in one bar
     assert "sub-01/lateral" in run.stderr  # the current model
     assert "12 images x 3 models, complete" in run.stdout
-    bad = run_cli(
+    bad = cli(
+        "run",
         str(image_dir),
         "--subjects",
         "one",
@@ -414,7 +402,8 @@ def test_cli_progress_bar_over_the_whole_grid(export_dir, image_dir, tmp_path):
         str(export_dir),
     )
     assert bad.returncode == 1 and "--subjects takes numbers" in bad.stderr
-    bad = run_cli(
+    bad = cli(
+        "run",
         str(image_dir),
         "--subjects",
         "1",
@@ -428,8 +417,8 @@ def test_cli_progress_bar_over_the_whole_grid(export_dir, image_dir, tmp_path):
     assert bad.returncode == 1 and "V7" in bad.stderr and not (tmp_path / "d.zarr").exists()
 
 
-def test_batches_that_do_not_divide_chunks(export_dir, artifacts_dir, tmp_path):
-    images = photos(artifacts_dir)[:7]
+def test_batches_that_do_not_divide_chunks(export_dir, photos, tmp_path):
+    images = photos[:7]
     berg = BERG(berg_dir=export_dir, batch_size=3)
     berg.run(
         images,
@@ -444,8 +433,8 @@ def test_batches_that_do_not_divide_chunks(export_dir, artifacts_dir, tmp_path):
     assert np.abs(got - berg.encode(model, images, show_progress=False)).max() <= 1e-6
 
 
-def test_other_paths_are_never_overwritten(berg, artifacts_dir, tmp_path):
-    images = photos(artifacts_dir)[:2]
+def test_other_paths_are_never_overwritten(berg, photos, tmp_path):
+    images = photos[:2]
     other = tmp_path / "data"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
@@ -461,8 +450,8 @@ def test_other_paths_are_never_overwritten(berg, artifacts_dir, tmp_path):
 
 
 # -- the store layer that other engines (Ray) share ---------------------------------
-def test_store_layer_concurrent_writers_and_cut_short_records(berg, artifacts_dir, tmp_path):
-    images = photos(artifacts_dir)[:10]
+def test_store_layer_concurrent_writers_and_cut_short_records(berg, photos, tmp_path):
+    images = photos[:10]
     job = plan_experiment(berg, images, 1, ["V1", "FFA-1"], chunk_size=2)
     store = ExperimentStore.create_or_open(tmp_path / "c.zarr", job)
     assert store.n_chunks == 5 and store.missing_chunks(1, "V1") == [0, 1, 2, 3, 4]
@@ -502,9 +491,9 @@ def test_xarray_reads_the_store_with_named_dimensions(grid):
     assert np.array_equal(ds["V1"].values, zarr.open_group(path, mode="r")["sub-01/V1"][:])
 
 
-def test_metadata_torn_by_a_kill_is_rewritten(berg, artifacts_dir, tmp_path):
+def test_metadata_torn_by_a_kill_is_rewritten(berg, photos, tmp_path):
     """A kill while a store is being created tears at most the file being written."""
-    images = photos(artifacts_dir)[:3]
+    images = photos[:3]
     path = tmp_path / "t.zarr"
     path.mkdir()
     (path / "zarr.json").write_text('{"zarr_format": 3, "node_ty')  # the very first write
@@ -520,11 +509,11 @@ def test_metadata_torn_by_a_kill_is_rewritten(berg, artifacts_dir, tmp_path):
         assert list(zarr.open_group(path, mode="r")["stimuli"][:]) == ["0", "1", "2"]
 
 
-def test_prefetching_blocks_as_on_cuda_gives_the_same_rows(berg, artifacts_dir, tmp_path):
+def test_prefetching_blocks_as_on_cuda_gives_the_same_rows(berg, photos, tmp_path):
     """The CUDA path's overlap (next block preprocessed while models run), run on CPU."""
     from berg_onnx.engines import run_local
 
-    images = photos(artifacts_dir)[:11]
+    images = photos[:11]
     rows = {}
     for prefetch in (False, True):
         job = plan_experiment(berg, images, 1, "all", chunk_size=2)

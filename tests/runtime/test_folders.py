@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,29 +10,13 @@ import pytest
 from PIL import Image
 
 from berg_onnx import BERG, StimulusError
+from tests._support.cli import cli_process, encode_argv
 
 # files.py is imported inside the tests that need it, so that the CLI tests here also
 # run (and fail) against the code before it existed.
 
 MODEL = "fmri-nsd-fwrf"
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "berg_onnx", *args], capture_output=True, text=True
-    )
-
-
-def encode(images: list[str], export_dir: Path, out: Path, *extra: str):
-    return cli(
-        "encode", *images, "--subject", "1", "--roi", "V1", "--berg-dir", str(export_dir),
-        "--out", str(out), *extra,
-    )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def photos(artifacts_dir) -> np.ndarray:
-    return np.load(artifacts_dir / "reference" / "photos_256_uint8.npy")[:6]
+N_PHOTOS = 6  # the shared photos fixture (tests/conftest.py) gives the first six
 
 
 def _save(photo: np.ndarray, path: Path, fmt: str | None = None) -> Path:
@@ -105,7 +87,7 @@ def test_named_files_are_taken_as_given_and_missing_ones_fail(messy):
 
 def test_cli_encodes_the_rules_and_reports_what_it_skipped(messy, export_dir, tmp_path):
     out = tmp_path / "r.npy"
-    run = encode([str(messy)], export_dir, out)
+    run = cli_process(*encode_argv([str(messy)], export_dir, out))
     assert run.returncode == 0, run.stderr
     assert np.load(out).shape == (5, 60)
     assert "skipped 7 entries" in run.stderr and "2 hidden" not in run.stderr
@@ -123,12 +105,12 @@ def folder_with_bad_file(tmp_path, photos) -> Path:
 
 
 def test_on_error_fail_writes_nothing_and_keeps_old_results(
-    folder_with_bad_file, export_dir, tmp_path
+    cli, folder_with_bad_file, export_dir, tmp_path
 ):
     out = tmp_path / "r.npy"
     np.save(out, np.zeros((1, 1)))
     (tmp_path / "r.paths.txt").write_text("old\n")
-    run = encode([str(folder_with_bad_file)], export_dir, out)
+    run = cli(*encode_argv([str(folder_with_bad_file)], export_dir, out))
     assert run.returncode == 1
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "999-cut.jpg" in lines[0] and "Traceback" not in run.stderr
@@ -137,7 +119,9 @@ def test_on_error_fail_writes_nothing_and_keeps_old_results(
 
 def test_on_error_skip_leaves_the_file_out(folder_with_bad_file, export_dir, tmp_path):
     out = tmp_path / "r.npy"
-    run = encode([str(folder_with_bad_file)], export_dir, out, "--on-error", "skip")
+    run = cli_process(
+        *encode_argv([str(folder_with_bad_file)], export_dir, out, "--on-error", "skip")
+    )
     assert run.returncode == 0, run.stderr
     assert "skipped" in run.stderr and "999-cut.jpg" in run.stderr
     paths = (tmp_path / "r.paths.txt").read_text().splitlines()

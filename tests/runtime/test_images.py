@@ -21,16 +21,6 @@ MODEL = "fmri-nsd-fwrf"
 
 
 @pytest.fixture(scope="module")
-def berg(export_dir) -> BERG:
-    return BERG(berg_dir=export_dir)
-
-
-@pytest.fixture(scope="module")
-def model(berg):
-    return berg.get_encoding_model(MODEL, 1, {"roi": "V1"}, device="cpu")
-
-
-@pytest.fixture(scope="module")
 def photo(artifacts_dir) -> np.ndarray:
     """One natural (3, 256, 256) uint8 photograph."""
     return np.load(artifacts_dir / "reference" / "photos_256_uint8.npy")[0]

@@ -11,13 +11,10 @@ import io
 import json
 import shutil
 import struct
-import subprocess
-import sys
 import zipfile
 
 import numpy as np
 import pytest
-from fuzz import crafted
 
 from berg_onnx import BERG
 from berg_onnx.errors import ModelLoadError, StimulusError
@@ -25,6 +22,8 @@ from berg_onnx.inputs.stimulus import load_npy_stimulus
 from berg_onnx.source.manifest import Manifest
 from berg_onnx.source.metadata import load_npz
 from berg_onnx.utils.fileio import open_npy_stimulus
+from tests._support.cli import cli_process, encode_argv
+from tests.fuzz import crafted
 
 MODEL = "fmri-nsd-fwrf"
 
@@ -219,26 +218,8 @@ def test_stimulus_npy_maps_the_real_array(tmp_path):
 def test_cli_refuses_a_crafted_stimulus_with_one_line(tmp_path, export_dir):
     path = tmp_path / "bomb.npy"
     path.write_bytes(_npy({"fortran_order": False, "descr": "<i8", "shape": (10**9, 3, 9, 9)}))
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "berg_onnx",
-            "encode",
-            str(path),
-            "--subject",
-            "1",
-            "--roi",
-            "V1",
-            "--berg-dir",
-            str(export_dir),
-            "--out",
-            str(tmp_path / "r.npy"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    # a subprocess: if the header check failed, the allocation would not hit this process
+    run = cli_process(*encode_argv(path, export_dir, tmp_path / "r.npy"), timeout=60)
     assert run.returncode != 0
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "header promises" in lines[0] and str(path) in lines[0], run.stderr

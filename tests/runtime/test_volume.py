@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,29 +16,10 @@ from berg_onnx.brain.volume import (  # noqa: E402
     to_nifti,
 )
 from berg_onnx.errors import InvalidParameterError, ModelLoadError  # noqa: E402
+from tests._support.cli import cli_process  # noqa: E402
 
 SHAPE = (81, 104, 83)
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "berg_onnx", *map(str, args)], capture_output=True, text=True
-    )
-
-
-@pytest.fixture(scope="module")
-def berg(export_dir):
-    return BERG(berg_dir=export_dir)
-
-
-@pytest.fixture(scope="module")
-def meta(berg):
-    return {roi: berg.get_model_metadata("fmri-nsd-fwrf", 1, roi) for roi in ("V1", "lateral")}
-
-
-@pytest.fixture(scope="module")
-def photos(artifacts_dir):
-    return np.load(artifacts_dir / "reference" / "photos_256_uint8.npy")[:6]
+N_PHOTOS = 6  # the shared photos fixture (tests/conftest.py) gives the first six
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +197,7 @@ def test_encode_out_nifti_reads_back_voxel_by_voxel(export_dir, photos, encoded,
     stim = tmp_path / "stim.npy"
     np.save(stim, photos)
     out = tmp_path / "lat.nii.gz"
-    run = cli(
+    run = cli_process(
         "encode",
         stim,
         "--subject",
@@ -244,7 +223,7 @@ def test_encode_out_nifti_reads_back_voxel_by_voxel(export_dir, photos, encoded,
     assert listing == [f"{stim}[{i}]" for i in range(6)]
 
 
-def test_encode_refuses_an_unknown_suffix_before_work(export_dir, tmp_path):
+def test_encode_refuses_an_unknown_suffix_before_work(cli, export_dir, tmp_path):
     run = cli(
         "encode",
         tmp_path / "missing.npy",
@@ -264,7 +243,7 @@ def test_encode_refuses_an_unknown_suffix_before_work(export_dir, tmp_path):
 def store(export_dir, photos, tmp_path_factory):
     """A run store written by berg-onnx's runner (BERG.run) for V1 and lateral."""
     pytest.importorskip("zarr")
-    from runstore import write_run_store
+    from tests._support.runstore import write_run_store
 
     path = tmp_path_factory.mktemp("store") / "exp.zarr"
     return write_run_store(path, export_dir, photos, ["V1", "lateral"])
@@ -272,7 +251,7 @@ def store(export_dir, photos, tmp_path_factory):
 
 def test_volume_from_a_store(store, encoded, meta, tmp_path):
     out = tmp_path / "v1.nii.gz"
-    run = cli("volume", store, "--subject", 1, "--roi", "V1", "--out", out)
+    run = cli_process("volume", store, "--subject", 1, "--roi", "V1", "--out", out)
     assert run.returncode == 0, run.stderr
     img = nib.load(out)
     assert img.shape == (*SHAPE, 6)
@@ -316,9 +295,9 @@ def overlap_export(export_dir, meta, tmp_path_factory):
     return out
 
 
-def test_volume_combines_store_rois_and_refuses_overlaps(overlap_export, photos, tmp_path):
+def test_volume_combines_store_rois_and_refuses_overlaps(cli, overlap_export, photos, tmp_path):
     pytest.importorskip("zarr")
-    from runstore import write_run_store
+    from tests._support.runstore import write_run_store
 
     berg = BERG(berg_dir=overlap_export)
     v1, ffa = (_mask(berg.get_model_metadata("fmri-nsd-fwrf", 1, r)) for r in ("V1", "FFA-1"))
@@ -330,7 +309,7 @@ def test_volume_combines_store_rois_and_refuses_overlaps(overlap_export, photos,
     assert run.returncode == 1 and "V1 and FFA-1 share 25 voxels" in run.stderr
     assert not out.exists()
     for rule, winner in (("last", ffa_rows), ("first", v1_rows[:, :25])):
-        run = cli(
+        run = cli_process(
             "volume", store, "--subject", 1, "--roi", "V1", "FFA-1", "--overlap", rule, "--out", out
         )
         assert run.returncode == 0, run.stderr
@@ -340,11 +319,11 @@ def test_volume_combines_store_rois_and_refuses_overlaps(overlap_export, photos,
         assert (data[~(v1 | ffa)] == 0).all()
 
 
-def test_volume_from_a_store_needs_its_metadata(store, export_dir, photos, tmp_path):
+def test_volume_from_a_store_needs_its_metadata(cli, store, export_dir, photos, tmp_path):
     import json
     import shutil
 
-    from runstore import write_run_store
+    from tests._support.runstore import write_run_store
 
     gone = tmp_path / "gone_export"  # an export that is deleted after the run
     gone.mkdir()
@@ -358,7 +337,7 @@ def test_volume_from_a_store_needs_its_metadata(store, export_dir, photos, tmp_p
     out = tmp_path / "v.nii.gz"
     run = cli("volume", moved, "--subject", 1, "--roi", "V1", "--out", out)
     assert run.returncode == 1 and "--berg-dir" in run.stderr and not out.exists()
-    run = cli(
+    run = cli_process(
         "volume", moved, "--subject", 1, "--roi", "V1", "--berg-dir", export_dir, "--out", out
     )
     assert run.returncode == 0, run.stderr
@@ -366,12 +345,12 @@ def test_volume_from_a_store_needs_its_metadata(store, export_dir, photos, tmp_p
     assert run.returncode == 1 and "no array sub-01/FFA-1" in run.stderr
 
 
-def test_volume_refuses_an_incomplete_store_or_other_metadata(export_dir, photos, tmp_path):
+def test_volume_refuses_an_incomplete_store_or_other_metadata(cli, export_dir, photos, tmp_path):
     pytest.importorskip("zarr")
     import zarr
-    from runstore import mark_unfinished, write_run_store
 
     from berg_onnx.brain.runs import RunStore, store_metadata
+    from tests._support.runstore import mark_unfinished, write_run_store
 
     cut = write_run_store(tmp_path / "cut.zarr", export_dir, photos, ["V1"])
     mark_unfinished(cut, 1, "V1")
@@ -387,7 +366,7 @@ def test_volume_refuses_an_incomplete_store_or_other_metadata(export_dir, photos
         store_metadata(BERG(berg_dir=export_dir), RunStore.open(cut), 1, "V1")
 
 
-def test_volume_checks_out_before_work(store, tmp_path):
+def test_volume_checks_out_before_work(cli, store, tmp_path):
     run = cli("volume", store, "--subject", 1, "--roi", "V1", "--out", tmp_path / "v.npy")
     assert run.returncode == 1 and "--out must end in .nii or .nii.gz" in run.stderr
     run = cli("volume", store, "--subject", 1, "--roi", "V1", "--out", tmp_path / "no/v.nii")

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from webref import CHROMIUM, WEB, require
 
 from berg_onnx import BERG
 from berg_onnx.source.manifest import Manifest
 from berg_onnx.web.server import make_server, start_in_thread, url_of
+from tests._support.webref import CHROMIUM, WEB, require
 
 pytest.importorskip("skimage", reason="natural photographs come from scikit-image (export extra)")
 from PIL import Image  # noqa: E402
@@ -65,7 +65,7 @@ def page_url(export_dir: Path):
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory) -> list[Path]:
+def photo_files(tmp_path_factory) -> list[Path]:
     """Natural photographs as PNG (lossless: the browser decodes the same pixels as PIL)."""
     folder = tmp_path_factory.mktemp("photos")
     sizes = [(512, 512), (300, 420), (227, 227), (640, 360)]
@@ -126,7 +126,7 @@ def _wait_cards(page, n: int) -> None:
     )
 
 
-def test_page_shows_berg_onnx_responses(browser, page_url, export_dir, photos) -> None:
+def test_page_shows_berg_onnx_responses(browser, page_url, export_dir, photo_files) -> None:
     page, errors = _open(browser, page_url)
     assert page.evaluate("document.body.dataset.state") == "ready", page.text_content("#error")
     assert page.evaluate("crossOriginIsolated") is True  # COOP/COEP: threads available
@@ -136,19 +136,21 @@ def test_page_shows_berg_onnx_responses(browser, page_url, export_dir, photos) -
     rois = page.eval_on_selector_all("#roi option", "os => os.map(o => o.value)")
     assert set(rois) == {"V1", "FFA-1", "lateral"} and page.input_value("#roi") == "V1"
 
-    page.set_input_files("#files", [str(p) for p in photos[:3]])  # picked
+    page.set_input_files("#files", [str(p) for p in photo_files[:3]])  # picked
     _wait_cards(page, 3)
-    _drop(page, photos[3])  # dropped
+    _drop(page, photo_files[3])  # dropped
     _wait_cards(page, 4)
     shown = _shown(page)
-    expected = _expected(export_dir, "V1", photos)
+    expected = _expected(export_dir, "V1", photo_files)
     assert sorted(shown) == sorted(expected)
     for name, want in expected.items():
         assert shown[name].shape == want.shape
         assert np.abs(shown[name] - want).max() <= 1e-5, name
     # The visible summary numbers are those responses.
-    mean = page.eval_on_selector(f'.card[data-name="{photos[0].name}"] .mean', "e => e.textContent")
-    assert float(mean) == pytest.approx(float(expected[photos[0].name].mean()), abs=1e-4)
+    mean = page.eval_on_selector(
+        f'.card[data-name="{photo_files[0].name}"] .mean', "e => e.textContent"
+    )
+    assert float(mean) == pytest.approx(float(expected[photo_files[0].name].mean()), abs=1e-4)
     assert "ms per image" in page.text_content("#summary")
     # The response map: slices of the ROI's mask volume, one coloured cell per voxel.
     assert page.locator("#slices canvas").count() >= 1
@@ -160,7 +162,7 @@ def test_page_shows_berg_onnx_responses(browser, page_url, export_dir, photos) -
     )
     _wait_cards(page, 4)
     shown = _shown(page)
-    for name, want in _expected(export_dir, "lateral", photos).items():
+    for name, want in _expected(export_dir, "lateral", photo_files).items():
         assert np.abs(shown[name] - want).max() <= 1e-5, name
     assert errors == []
     page.close()
@@ -187,7 +189,7 @@ def test_tampered_model_refused_in_browser(browser, export_dir, tmp_path) -> Non
         server.server_close()
 
 
-def test_second_visit_works_without_the_export(browser, page_url, photos) -> None:
+def test_second_visit_works_without_the_export(browser, page_url, photo_files) -> None:
     context = browser.new_context()
     try:
         page = context.new_page()
@@ -208,14 +210,14 @@ def test_second_visit_works_without_the_export(browser, page_url, photos) -> Non
         page.wait_for_function(READY, timeout=120_000)
         assert page.evaluate("document.body.dataset.state") == "ready", page.text_content("#error")
         assert any(u.endswith("manifest.json") for u in blocked)  # it did try the network
-        page.set_input_files("#files", str(photos[0]))
+        page.set_input_files("#files", str(photo_files[0]))
         _wait_cards(page, 1)
         page.close()
     finally:
         context.close()
 
 
-def test_second_visit_works_without_the_server(browser, export_dir, photos) -> None:
+def test_second_visit_works_without_the_server(browser, export_dir, photo_files) -> None:
     """The service worker keeps the page; berg.js's cache keeps the verified model."""
     server = _serve(export_dir)
     url = url_of(server)
@@ -238,7 +240,7 @@ def test_second_visit_works_without_the_server(browser, export_dir, photos) -> N
         page.wait_for_function(READY, timeout=120_000)
         assert page.evaluate("document.body.dataset.state") == "ready", page.text_content("#error")
         assert page.evaluate("crossOriginIsolated") is True  # cached with its headers
-        page.set_input_files("#files", str(photos[1]))
+        page.set_input_files("#files", str(photo_files[1]))
         _wait_cards(page, 1)
         page.close()
     finally:

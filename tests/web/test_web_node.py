@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from webref import run_node_test, write_image, write_json
 
 from berg_onnx import BERG
 from berg_onnx.inputs import resize
 from berg_onnx.inputs.resize import resize_rounded
 from berg_onnx.utils.fileio import sha256_file
 from berg_onnx.web.server import make_server, start_in_thread, url_of
+from tests._support.webref import run_node_test, write_image, write_json
 
 pytest.importorskip("skimage", reason="natural photographs come from scikit-image (export extra)")
 from PIL import Image  # noqa: E402

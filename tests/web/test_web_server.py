@@ -6,11 +6,11 @@ import http.client
 from pathlib import Path
 
 import pytest
-from webref import WEB, require
 
 from berg_onnx.cli import main
 from berg_onnx.errors import ModelNotFoundError, ResourceError
 from berg_onnx.web.server import HOST, ORT_MODULE, make_server, start_in_thread
+from tests._support.webref import WEB, require
 
 
 @pytest.fixture(scope="module")

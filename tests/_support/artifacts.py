@@ -1,7 +1,8 @@
 """Build the files the runtime tests consume: a small synthetic export, the golden
 export, and reference responses computed by the export's PyTorch model.
 
-Run once with torch installed (``python tests/artifacts.py OUT``) so that the
+Run once with torch installed, from the repository root
+(``python -m tests._support.artifacts OUT``), so that the
 torch-free runtime tests can compare against PyTorch without importing it; the
 test session fixture calls the same function when torch is available.
 """
@@ -13,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(os.environ.get("BERG_GOLDEN_DIR") or REPO.parent / "shared" / "golden")
 
 #: ROIs of the synthetic test export (small voxel counts keep the suite fast).
@@ -24,7 +25,6 @@ SEED = 1234
 
 def build(out: Path) -> Path:
     """Write OUT/berg, OUT/export, OUT/golden_export, OUT/reference; returns OUT."""
-    sys.path.insert(0, str(REPO))
     import numpy as np
     import torch
 
@@ -71,5 +71,5 @@ def build(out: Path) -> Path:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python tests/artifacts.py OUT_DIR")
+        sys.exit("usage: python -m tests._support.artifacts OUT_DIR")
     print(build(Path(sys.argv[1])))
