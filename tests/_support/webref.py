@@ -20,6 +20,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 WEB = REPO / "web"
 CHROMIUM = Path("/usr/bin/chromium")
+#: Flags that work here: no sandbox (root in a container), no GPU, nothing phoning home.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def require(ok: bool, what: str) -> None:

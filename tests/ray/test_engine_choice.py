@@ -52,8 +52,10 @@ def test_unknown_engine_is_refused(engine):
         select_engine(engine)
 
 
-def test_local_engine_selects_the_callers_own_runner():
-    assert select_engine("local") is None
+def test_local_engine_selects_the_local_runner():
+    from berg_onnx.engines import run_local
+
+    assert select_engine("local") is run_local
 
 
 def test_ray_address_without_engine_ray_is_refused():

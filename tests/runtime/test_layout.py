@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import berg_onnx
-from tests._support.imports import cycles, import_graph
+from tests._support.imports import cycles, import_graph, layer_of, upward_imports
 
 PACKAGE = Path(berg_onnx.__file__).resolve().parent
 
@@ -92,3 +92,57 @@ def test_import_berg_onnx_stays_cheap():
     modules = json.loads(run.stdout)
     assert "berg_onnx.api" in modules  # what `import berg_onnx` is for
     assert not _loaded(modules, BANNED + NOT_AT_IMPORT)
+
+
+def test_imports_run_one_way_down_the_layers():
+    """No module imports a layer above its own (docs/architecture.md's diagram)."""
+    graph = import_graph(PACKAGE)
+    assert all(layer_of(m) >= 0 for m in graph)  # every module is in a layer (KeyError if not)
+    assert upward_imports(graph) == []
+
+
+def test_the_layer_check_finds_an_upward_import(tmp_path):
+    """The check can fail: a source module importing the API, inside a function."""
+    pkg = tmp_path / "berg_onnx"
+    (pkg / "source").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "api.py").write_text("X = 1\n")
+    (pkg / "source" / "__init__.py").write_text("")
+    (pkg / "source" / "hub.py").write_text("def f():\n    from berg_onnx import api\n")
+    assert upward_imports(import_graph(pkg)) == [("berg_onnx.source.hub", "berg_onnx.api")]
+
+
+def test_the_flat_level_holds_only_the_top_modules():
+    """Modules at the package's top are the ones docs/architecture.md names; the rest live in
+    subpackages by concern (the flat 0.1 paths are import aliases, not files)."""
+    flat = sorted(p.stem for p in PACKAGE.glob("*.py"))
+    assert flat == [
+        "__init__",
+        "__main__",
+        "_compat",
+        "_version",
+        "api",
+        "constants",
+        "errors",
+        "model",
+        "session",
+    ]
+
+
+def test_old_flat_paths_still_import_with_a_deprecation_warning():
+    code = (
+        "import warnings, json\n"
+        "warnings.simplefilter('always')\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    import berg_onnx.catalog as old\n"
+        "    from berg_onnx.fileio import open_npy_stimulus\n"
+        "import berg_onnx.source.catalog as new, berg_onnx.utils.fileio as io\n"
+        "print(json.dumps([old is new, open_npy_stimulus is io.open_npy_stimulus,"
+        " [str(x.message) for x in w if x.category is DeprecationWarning]]))\n"
+    )
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
+    same_module, same_function, messages = json.loads(result.stdout)
+    assert same_module and same_function
+    assert any("berg_onnx.catalog moved to berg_onnx.source.catalog" in m for m in messages)
+    assert any("berg_onnx.fileio moved to berg_onnx.utils.fileio" in m for m in messages)

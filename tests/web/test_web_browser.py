@@ -17,37 +17,13 @@ import pytest
 from berg_onnx import BERG
 from berg_onnx.source.manifest import Manifest
 from berg_onnx.web.server import make_server, start_in_thread, url_of
-from tests._support.webref import CHROMIUM, WEB, require
 
 pytest.importorskip("skimage", reason="natural photographs come from scikit-image (export extra)")
 from PIL import Image  # noqa: E402
 
 from export.samples import photo_paths  # noqa: E402
 
-#: Flags that work here: no sandbox (root in a container), no GPU, nothing phoning home.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 READY = "['ready', 'error'].includes(document.body.dataset.state)"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (python)")
-    require(CHROMIUM.is_file(), f"{CHROMIUM} is missing (apt-get install chromium)")
-    require((WEB / "node_modules" / "onnxruntime-web").is_dir(), "run `npm ci` in web/")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        yield browser
-        browser.close()
 
 
 def _serve(folder: Path):

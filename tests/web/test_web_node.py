@@ -222,9 +222,8 @@ def test_encode_matches_berg_onnx(served_export, export_dir: Path, tmp_path: Pat
 
 def test_png_decoder_matches_load_image(tmp_path: Path) -> None:
     """berg.js decodes PNG itself: every colour type / depth / tRNS / interlace / EXIF case."""
-    from corpus import refused, write_corpus
-
     from berg_onnx.inputs.images import load_image
+    from tests._support.corpus import refused, write_corpus
 
     cases = []
     for path in write_corpus(tmp_path / "corpus"):

@@ -18,16 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from berg_onnx.manifest import Manifest
-from test_web_browser import browser  # noqa: F401 - the module-scoped fixture
-from webref import WEB, require
 
 from berg_onnx import BERG
+from berg_onnx.source.manifest import Manifest
 from berg_onnx.web import make_server, start_in_thread, url_of
+from tests._support.webref import WEB, require
 
 pytest.importorskip("skimage", reason="natural photographs come from scikit-image (export extra)")
-from corpus import photo, refused, write_corpus  # noqa: E402
 from PIL import Image  # noqa: E402
+
+from tests._support.corpus import photo, refused, write_corpus  # noqa: E402
 
 IDLE = (
     "window.bergPage && !window.bergPage.state().busy && document.body.dataset.state !== 'starting'"
@@ -93,7 +93,7 @@ def _tamper(folder: Path, roi: str, kind: str) -> str:
 
 
 @pytest.fixture
-def context(browser):  # noqa: F811
+def context(browser):
     ctx = browser.new_context(accept_downloads=True)
     yield ctx
     ctx.close()
@@ -531,7 +531,7 @@ def _renderer_rss_mb() -> float:
 MEMORY_IMAGES = int(os.environ.get("BERG_WEB_MEMORY_IMAGES", "15"))
 
 
-def test_memory_is_bounded(browser, export_dir, tmp_path) -> None:  # noqa: F811
+def test_memory_is_bounded(browser, export_dir, tmp_path) -> None:
     """Many photos of 6000 x 4000: memory after the last is within 100 MB of after the first."""
     n = MEMORY_IMAGES
     big = tmp_path / "big.jpg"
