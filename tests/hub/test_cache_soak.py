@@ -37,7 +37,7 @@ WORKERS = 8
 CHILD = """
 import json, sys
 from berg_onnx import BERG
-from berg_onnx.fileio import sha256_file
+from berg_onnx.utils.fileio import sha256_file
 repo, commit, cache, endpoint = sys.argv[1:5]
 b = BERG(repo_id=repo, revision=commit, cache_dir=cache, endpoint=endpoint)
 model = b.get_encoding_model("fmri-nsd-fwrf", 1, {"roi": "lateral"}, device="cpu")

@@ -12,10 +12,10 @@ import re
 
 import numpy as np
 import pytest
-from berg_onnx.catalog import load_catalog
 
 from berg_onnx import BERG, BERGError, InvalidParameterError, ModelNotFoundError
 from berg_onnx.source import cards
+from berg_onnx.source.catalog import load_catalog
 
 MODEL = "fmri-nsd-fwrf"
 TOL = 1e-4

@@ -288,9 +288,8 @@ def api_reference(export_dir: Path, tmp_path_factory) -> Path:
 
 
 def test_node_api(api_reference: Path, export_dir: Path) -> None:
-    from berg_onnx.outputs import read_listing
-
     from berg_onnx.cli import main
+    from berg_onnx.utils.outputs import read_listing
 
     assert run_node_test("api.test.js", api_reference) == 5
     # What Node wrote is what `berg-onnx encode --out` writes for the same images.

@@ -21,7 +21,7 @@ import pytest
 
 from berg_onnx import BERG
 from berg_onnx.source.manifest import Manifest
-from berg_onnx.web import make_server, start_in_thread, url_of
+from berg_onnx.web.server import make_server, start_in_thread, url_of
 from tests._support.webref import WEB, require
 
 pytest.importorskip("skimage", reason="natural photographs come from scikit-image (export extra)")
@@ -377,9 +377,8 @@ def test_refused_at_start_keeps_the_error_and_the_images(
 
 
 def test_downloads_match_the_cli(context, export_dir, tmp_path, photos) -> None:
-    from berg_onnx.outputs import read_listing
-
     from berg_onnx.cli import main
+    from berg_onnx.utils.outputs import read_listing
 
     served = Served(export_dir)
     try:
