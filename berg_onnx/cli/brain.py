@@ -21,7 +21,7 @@ from berg_onnx.brain.runs import (
     store_metadata,
 )
 from berg_onnx.brain.volume import from_nifti, require_nibabel, save_nifti, write_nifti
-from berg_onnx.cli._common import OVERLAP_HELP, add_command
+from berg_onnx.cli._common import OVERLAP_HELP, add_command, hub_berg
 from berg_onnx.constants import DEFAULT_MODEL_ID
 from berg_onnx.errors import InvalidParameterError, ModelNotFoundError
 from berg_onnx.utils.outputs import (
@@ -54,7 +54,7 @@ def berg_for(
     if berg_dir:
         return BERG(berg_dir=berg_dir)
     if repo_id or revision or store is None:
-        return BERG(repo_id=repo_id, revision=revision)
+        return hub_berg(repo_id, revision)
     if "export_dir" in store.source:
         export_dir = Path(store.source["export_dir"])
         if not export_dir.is_dir():
@@ -63,7 +63,7 @@ def berg_for(
                 "now; pass --berg-dir (or --repo-id/--revision) to read the metadata elsewhere"
             )
         return BERG(berg_dir=export_dir)
-    return BERG(repo_id=store.source.get("repo_id"), revision=store.source.get("revision"))
+    return hub_berg(store.source.get("repo_id"), store.source.get("revision"))
 
 
 def load_responses(
