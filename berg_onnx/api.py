@@ -167,10 +167,14 @@ class BERG:
         model: EncodingModel,
         stimulus: Any,
         return_metadata: bool = False,
-        show_progress: bool = True,
+        show_progress: bool | None = None,
         batch_size: int | None = None,
     ) -> np.ndarray | tuple[np.ndarray, dict[str, Any]]:
-        """(N, nv) float32 responses, or (responses, metadata) with return_metadata."""
+        """(N, nv) float32 responses, or (responses, metadata) with return_metadata.
+
+        ``show_progress``: None (default) draws a bar only when stderr is a terminal;
+        True or False force it on or off.
+        """
         if not isinstance(model, EncodingModel):
             raise InvalidParameterError(
                 f"model must come from get_encoding_model(), got {type(model).__name__}"
@@ -194,7 +198,7 @@ class BERG:
         overwrite: bool = False,
         device: str = "auto",
         precision: str = "fp32",
-        show_progress: bool = True,
+        show_progress: bool | None = None,
         engine: Any = "local",
     ) -> Any:
         """Responses of every (subject, ROI) model to ``stimulus``, into a Zarr store.

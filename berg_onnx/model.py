@@ -94,7 +94,7 @@ class EncodingModel(OfModel):
         )
 
     def encode(
-        self, stimulus: Any, *, batch_size: int | None = None, show_progress: bool = False
+        self, stimulus: Any, *, batch_size: int | None = None, show_progress: bool | None = False
     ) -> np.ndarray:
         """(N, nv) float32 predicted responses, computed chunk by chunk.
 

@@ -65,8 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--private", action="store_true")
     p.add_argument("--dry-run", action="store_true", help="list what would be uploaded")
 
-    p = sub.add_parser("demo", help="synthesize, export and encode sample photographs")
-    p.add_argument("--workdir", type=Path, default=Path("berg-onnx-demo"))
+    p = sub.add_parser(
+        "demo",
+        help="synthesize a small model set (2 subjects), export it, encode sample photographs",
+    )
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("berg-onnx-demo"),
+        help="where to put berg_dir/, export/ (the --berg-dir to use next), photos/ and "
+        "stimuli.npy (default: berg-onnx-demo)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -101,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo":
             from .demo import run_demo
 
-            run_demo(args.workdir, args.seed, not args.quiet)
+            run_demo(args.workdir, args.seed, False if args.quiet else None)
         elif args.command == "convert":
             from .preflight import check_sources
 

@@ -41,8 +41,11 @@ def export_dir(artifacts_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
-    if not _artifacts.GOLDEN.is_dir():
-        pytest.skip(f"golden files not found at {_artifacts.GOLDEN}")
+    if not (_artifacts.GOLDEN / "berg_dir").is_dir():  # never a skip: tests/golden is committed
+        pytest.fail(
+            f"golden files not found at {_artifacts.GOLDEN} (BERG_GOLDEN_DIR, ../shared/golden "
+            "or the repository's tests/golden)"
+        )
     return _artifacts.GOLDEN
 
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what it needs, then
 #   1. ruff (lint + format), 2. builds test artifacts with the export stage,
-#   3. export + runtime + Hub tests, 4. a short fuzz of each untrusted-file loader,
-#   5. a torch-free stage: the built wheel in a fresh venv without torch runs the
-#   runtime and Hub tests against those artifacts, 6. the tutorial notebook executed in a
+#   3. export + runtime + Hub tests, 4. the README test (every README command, in a fresh
+#   folder, offline), 5. a short fuzz of each untrusted-file loader, 6. the Ray engine on a
+#   local cluster, 7. a torch-free stage: the built wheel in a fresh venv without torch runs
+#   the runtime and Hub tests against those artifacts, 8. the tutorial notebook executed in a
 #   second fresh torch-free venv (the wheel with its zarr and viz extras + nbclient).
 # Usage: bash tests/run.sh            (README's test command; .ci/run calls it)
 set -euo pipefail
@@ -52,7 +53,10 @@ stage "build test artifacts (synthetic export + golden export + PyTorch referenc
 export BERG_TEST_ARTIFACTS="$WORK/artifacts"
 
 stage "export, runtime and Hub tests"
-run_pytest .venv/bin/python -m pytest tests -q -p no:cacheprovider
+run_pytest .venv/bin/python -m pytest tests -q -p no:cacheprovider --ignore=tests/docs
+
+stage "README: every command of README.md, in order, in a fresh folder (tests/docs)"
+run_pytest .venv/bin/python -m pytest tests/docs -q -p no:cacheprovider
 
 stage "fuzz: each untrusted-file loader for a short fixed budget (python -m tests.fuzz)"
 # --timeout 5: on a loaded shared machine a 1 s wall-clock limit trips on stalls (a replayed

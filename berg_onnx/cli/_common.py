@@ -89,10 +89,16 @@ def make_berg(args: argparse.Namespace) -> BERG:
     batch_size, threads = getattr(args, "batch_size", None), getattr(args, "threads", None)
     if args.berg_dir:
         return BERG(berg_dir=args.berg_dir, batch_size=batch_size, threads=threads)
-    berg = BERG(
-        repo_id=args.repo_id, revision=args.revision, batch_size=batch_size, threads=threads
-    )
-    berg.store.fail_fast = True  # interactive: an unreachable Hub is one line, at once
+    return hub_berg(args.repo_id, args.revision, batch_size=batch_size, threads=threads)
+
+
+def hub_berg(repo_id: str | None, revision: str | None, **kwargs) -> BERG:
+    """A BERG on a Hub repo that fails at once when the Hub cannot be reached (interactive
+    use: one line naming --berg-dir, not huggingface_hub's ~25 s of retries)."""
+    from berg_onnx.api import BERG
+
+    berg = BERG(repo_id=repo_id, revision=revision, **kwargs)
+    berg.store.fail_fast = True
     return berg
 
 

@@ -19,7 +19,7 @@ from berg_onnx.brain.runs import (
     store_metadata,
 )
 from berg_onnx.brain.volume import from_nifti, require_nibabel, save_nifti, write_nifti
-from berg_onnx.cli._common import OVERLAP_HELP, add_command
+from berg_onnx.cli._common import OVERLAP_HELP, add_command, hub_berg
 from berg_onnx.constants import DEFAULT_MODEL_ID
 from berg_onnx.errors import InvalidParameterError, ModelNotFoundError
 from berg_onnx.utils.fileio import open_npy
@@ -48,7 +48,7 @@ def berg_for(store: RunStore | None, args: argparse.Namespace) -> BERG:
     if args.berg_dir:
         return BERG(berg_dir=args.berg_dir)
     if args.repo_id or args.revision or store is None:
-        return BERG(repo_id=args.repo_id, revision=args.revision)
+        return hub_berg(args.repo_id, args.revision)
     if "export_dir" in store.source:
         export_dir = Path(store.source["export_dir"])
         if not export_dir.is_dir():
@@ -57,7 +57,7 @@ def berg_for(store: RunStore | None, args: argparse.Namespace) -> BERG:
                 "now; pass --berg-dir (or --repo-id/--revision) to read the metadata elsewhere"
             )
         return BERG(berg_dir=export_dir)
-    return BERG(repo_id=store.source.get("repo_id"), revision=store.source.get("revision"))
+    return hub_berg(store.source.get("repo_id"), store.source.get("revision"))
 
 
 def load_responses(args: argparse.Namespace) -> Loaded:

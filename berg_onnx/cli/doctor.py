@@ -68,7 +68,7 @@ def environment_info(
 
     from berg_onnx._version import __version__
     from berg_onnx.session import available_cores, default_threads
-    from berg_onnx.source.hub import hub_settings
+    from berg_onnx.source.hub import hub_settings, placeholder_hint
 
     flavours = {}
     for dist in ORT_FLAVOURS:
@@ -91,6 +91,7 @@ def environment_info(
         "cores": available_cores(),
         "hub_repo_id": repo,
         "hub_revision": rev,
+        "hub_placeholder": bool(placeholder_hint(repo)),
         "hub_endpoint": hf.ENDPOINT,
         "berg_dir": berg_dir,
         "cache": str(cache or hf.HF_HUB_CACHE),
@@ -121,6 +122,10 @@ def run(args: argparse.Namespace) -> int:
         f"Hub repo: {info['hub_repo_id']}@{info['hub_revision']} (env {ENV_REPO}, "
         f"{ENV_REVISION}); endpoint {info['hub_endpoint']}"
     )
+    if info["hub_placeholder"] and not info["berg_dir"]:
+        from berg_onnx.source.hub import placeholder_hint
+
+        print(f"  WARNING: {placeholder_hint(info['hub_repo_id'])}")
     if info["berg_dir"]:
         print(f"export directory: {info['berg_dir']} (--berg-dir; the Hub is not used)")
     print(f"cache: {info['cache']} (env {ENV_CACHE} or HF_HUB_CACHE)")

@@ -20,6 +20,7 @@ from berg_onnx.cli._common import (
 from berg_onnx.constants import DEFAULT_MODEL_ID
 from berg_onnx.errors import BERGError
 from berg_onnx.source.catalog import model_key
+from berg_onnx.source.hub import placeholder_hint
 
 LIST_EXAMPLES = """examples:
   berg-onnx list
@@ -43,6 +44,8 @@ def run_list(args: argparse.Namespace) -> int:
     print(f"source: {store.describe()}")
     if problem:
         print(f"  could not read the export's manifest: {problem}")
+    elif getattr(store, "repo_id", None) and placeholder_hint(store.repo_id):
+        print(f"  {placeholder_hint(store.repo_id)}")
     for model_id, spec in berg.catalog.models.items():
         print(f"{model_id}: {spec.description}")
         print(f"  subjects: {', '.join(map(str, spec.subjects))}")

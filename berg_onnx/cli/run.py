@@ -6,7 +6,13 @@ import argparse
 import sys
 from typing import Any
 
-from berg_onnx.cli._common import CLIError, add_command, make_berg
+from berg_onnx.cli._common import (
+    CLIError,
+    add_command,
+    make_berg,
+    progress_flags,
+    show_progress,
+)
 from berg_onnx.constants import PRECISIONS
 
 EXAMPLES = """examples:
@@ -43,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             device=args.device,
             precision=args.precision,
-            show_progress=not args.quiet,
+            show_progress=show_progress(args),
             engine=engine_from_cli(args.engine, args.ray_address, args.ray_actors),
         )
     except KeyboardInterrupt:
@@ -78,7 +84,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    progress_flags(p)
     p.add_argument("--engine", default="local", choices=["local", "ray"], help="ray: [ray] extra")
     p.add_argument("--ray-address", help="HOST:PORT (default: $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--ray-actors", type=int, default=None, help="actors per model group")

@@ -75,7 +75,7 @@ def run_experiment(
     overwrite: bool = False,
     device: str = "auto",
     precision: str = "fp32",
-    show_progress: bool = True,
+    show_progress: bool | None = None,
     engine: str | RayOptions = "local",
 ) -> RunReport:
     """Run (or resume) the grid subjects x rois over ``stimulus`` into the store at ``store``.

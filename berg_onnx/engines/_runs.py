@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from berg_onnx.utils.progress import progress_bar
+from berg_onnx.utils.progress import progress_bar, resolve_show
 
 if TYPE_CHECKING:
     from berg_onnx.experiment.job import ExperimentJob, ModelPlan
@@ -45,7 +45,12 @@ class RunLedger:
     """
 
     def __init__(
-        self, job: ExperimentJob, store: ExperimentStore, *, desc: str, show_progress: bool
+        self,
+        job: ExperimentJob,
+        store: ExperimentStore,
+        *,
+        desc: str,
+        show_progress: bool | None,
     ) -> None:
         self._t0 = time.perf_counter()
         self.store = store
@@ -56,7 +61,9 @@ class RunLedger:
         self.missing = sum(len(m) for m in self.todo.values())
         total = store.n_images * len(self.models)
         done = total - sum(store.chunk_rows(c) for m in self.todo.values() for c in m)
-        self.bar = progress_bar(total, desc, show=show_progress and self.missing > 0, initial=done)
+        self.bar = progress_bar(
+            total, desc, show=resolve_show(show_progress) and self.missing > 0, initial=done
+        )
 
     def report(self, chunks_written: int) -> RunReport:
         """This run's report, ``chunks_written`` chunks having been written; closes the bar."""

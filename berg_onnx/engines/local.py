@@ -157,7 +157,7 @@ def run_local(
     store: ExperimentStore,
     *,
     device: str = "auto",
-    show_progress: bool = True,
+    show_progress: bool | None = None,
     block_size: int | None = None,
     batch_size: int | None = None,
     threads: int = 1,

@@ -292,7 +292,7 @@ def run_ray(
     store: ExperimentStore,
     *,
     device: str = "auto",
-    show_progress: bool = True,
+    show_progress: bool | None = None,
     batch_size: int | None = None,
     threads: int = 1,
     options: RayOptions | None = None,

@@ -111,6 +111,8 @@ class Catalog:
     hub_revision: str
     file_patterns: dict[str, str]
     models: dict[str, ModelSpec]
+    #: True while the default Hub repo holds no published export (models.json says so)
+    hub_placeholder: bool = False
 
     def model(self, model_id: Any) -> ModelSpec:
         try:
@@ -149,6 +151,7 @@ def _parse(raw: dict[str, Any]) -> Catalog:
         hub_revision=raw["hub"]["revision"],
         file_patterns=dict(raw["files"]),
         models=models,
+        hub_placeholder=bool(raw["hub"].get("placeholder", False)),
     )
 
 

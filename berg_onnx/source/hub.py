@@ -34,6 +34,20 @@ def hub_settings(
     return repo, rev, Path(cache).expanduser() if cache else None
 
 
+def placeholder_hint(repo_id: str) -> str:
+    """A sentence for errors and listings when ``repo_id`` is the catalogue's placeholder
+    repo (models.json ``hub.placeholder``: nothing is published there yet); else ""."""
+    catalog = load_catalog()
+    if not (catalog.hub_placeholder and repo_id == catalog.hub_repo_id):
+        return ""
+    return (
+        f"{repo_id} is the default Hub repo, a placeholder: no export has been published "
+        "there yet. Use a local export instead (--berg-dir DIR, or BERG(berg_dir=DIR); "
+        "`python -m export demo` writes one to berg-onnx-demo/export), or name a published "
+        f"export with --repo-id or {ENV_REPO}."
+    )
+
+
 def _remove_cached(path: Path) -> None:
     """Delete a cached file: the snapshot link and the blob it points to."""
     blob = path.resolve()
@@ -98,6 +112,16 @@ class HubStore:
         return Path(found) if isinstance(found, str) and Path(found).is_file() else None
 
     def _download(self, filename: str, revision: str, force: bool = False) -> Path:
+        """One file into the cache; an error about the placeholder repo says it is one."""
+        try:
+            return self._download_once(filename, revision, force)
+        except (ResourceError, ModelNotFoundError) as e:
+            hint = placeholder_hint(self.repo_id)
+            if not hint:
+                raise
+            raise type(e)(f"{e} {hint}") from None
+
+    def _download_once(self, filename: str, revision: str, force: bool) -> Path:
         from huggingface_hub import constants, hf_hub_download
         from huggingface_hub import errors as hf_errors
 
@@ -136,7 +160,8 @@ class HubStore:
                     "While online, prefetch it with `berg-onnx download --subject N --roi ROI`."
                 ) from None
             raise ResourceError(
-                f"Cannot download {filename} from {self._where()} and it is not cached: {e}"
+                f"Cannot download {filename} from {self._where()} and it is not cached: {e}. "
+                "Check the network or HF_ENDPOINT, or work from a local export with --berg-dir."
             ) from None
         except (hf_errors.HfHubHTTPError, OSError) as e:
             raise ResourceError(

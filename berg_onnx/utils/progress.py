@@ -35,15 +35,30 @@ class SilentBar:
         """Nothing to close."""
 
 
+def stderr_is_terminal() -> bool:
+    """Whether stderr is an interactive terminal (not a pipe, a log file or absent)."""
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
+
+
+def resolve_show(show: bool | None) -> bool:
+    """``show_progress`` as the API takes it: None (the default) means "when stderr is a
+    terminal", so scripts, notebooks' logs, pipes and CI logs get no bar unless asked."""
+    return stderr_is_terminal() if show is None else bool(show)
+
+
 def progress_bar(
-    total: int, desc: str, *, show: bool = True, initial: int = 0, unit: str = "img"
+    total: int, desc: str, *, show: bool | None = None, initial: int = 0, unit: str = "img"
 ) -> ProgressBar:
     """A tqdm bar on stderr counting ``unit`` up to ``total``, or a SilentBar.
 
-    Silent when ``show`` is false or the process has no stderr (pythonw, some
-    services), where tqdm would fail.
+    ``show``: True, False, or None for "only when stderr is a terminal". Silent
+    too when the process has no stderr (pythonw, some services), where tqdm
+    would fail.
     """
-    if not show or sys.stderr is None:
+    if not resolve_show(show) or sys.stderr is None:
         return SilentBar()
     from tqdm.auto import tqdm
 

@@ -10,12 +10,13 @@ test session fixture calls the same function when torch is available.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-GOLDEN = Path(os.environ.get("BERG_GOLDEN_DIR") or REPO.parent / "shared" / "golden")
+from tests._support.golden import golden_root  # noqa: E402
+
+GOLDEN = golden_root()
 
 #: ROIs of the synthetic test export (small voxel counts keep the suite fast).
 TEST_VOXELS = {"V1": 60, "FFA-1": 25, "lateral": 61}

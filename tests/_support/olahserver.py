@@ -118,12 +118,21 @@ def _git(repo: Path, *args: str, commit_time: int | None = None) -> str:
     result = subprocess.run(
         ["git", "-C", str(repo), *args],
         env=env,
-        check=True,
         capture_output=True,
         text=True,
         timeout=60,
     )
+    if result.returncode != 0:
+        raise GitError(result.returncode, result.args, result.stdout, result.stderr)
     return result.stdout.strip()
+
+
+class GitError(subprocess.CalledProcessError):
+    """A failed git call whose message carries git's own stderr, not only the exit status."""
+
+    def __str__(self) -> str:
+        said = " ".join((self.stderr or "").split()) or "(nothing on stderr)"
+        return f"{super().__str__()} git said: {said}"
 
 
 def _is_lfs(path: str, patterns: Iterable[str]) -> bool:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from berg_onnx.inputs.resize import resize_rounded
+from tests._support.golden import golden_root
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.skipif(
     reason=f"torch CPU capability {_CAPABILITY}: reference order is AVX2/AVX512",
 )
 
-GOLDEN = Path(__file__).resolve().parents[2].parent / "shared" / "golden"
+GOLDEN = golden_root()
 PHOTOS = (
     "astronaut.png",
     "chelsea.png",
@@ -140,8 +141,7 @@ def test_random_sizes() -> None:
 
 def test_golden_stimuli() -> None:
     path = GOLDEN / "stimuli_400_uint8.npy"
-    if not path.is_file():
-        pytest.skip(f"golden stimuli not found at {path}")
+    assert path.is_file(), f"golden stimuli not found at {path} (tests/golden is committed)"
     stimuli = np.load(path)
     assert_same(stimuli)
     assert_same(stimuli.astype(np.int64))

@@ -27,6 +27,7 @@ from berg_onnx.inputs.stimulus import Stimulus, as_stimulus
 from berg_onnx.source.manifest import Manifest
 from berg_onnx.source.metadata import load_npz
 from berg_onnx.utils.fileio import open_npy_stimulus
+from tests._support.golden import golden_root
 
 from . import crafted
 
@@ -52,7 +53,7 @@ def scratch(data: bytes, suffix: str) -> Path:
 
 
 def golden_dirs() -> list[Path]:
-    root = Path(os.environ.get("BERG_GOLDEN_DIR", REPO.parent / "shared" / "golden"))
+    root = golden_root()
     return [d for d in (root / "berg_dir", root / "berg_dir_numpy1") if d.is_dir()]
 
 

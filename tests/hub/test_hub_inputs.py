@@ -110,3 +110,52 @@ def test_download_a_subject_of_a_partial_export(hub, tmp_path):
     assert "not in this export" in run.stdout and "sub-01 V2" in run.stdout
     run = cli_process("download", "--subject", "2", "--roi", "FFA-1", *repo, env=env)
     assert "sub-02 FFA-1" in _one_line(run)
+
+
+def _every_command(tmp_path: Path, artifacts_dir: Path) -> dict[str, list[str]]:
+    """Each subcommand that reads a model source, as a newcomer would run it on the Hub."""
+    stim = tmp_path / "s.npy"
+    np.save(stim, np.load(artifacts_dir / "reference" / "photos_256_uint8.npy")[:1])
+    rows = tmp_path / "v1.npy"
+    np.save(rows, np.zeros((1, 60), np.float32))
+    one = ["--subject", "1", "--roi", "V1"]
+    return {
+        "encode": ["encode", str(stim), *one, "--out", str(tmp_path / "r.npy")],
+        "run": ["run", str(stim), "--subjects", "1", "--rois", "V1", "--out",
+                str(tmp_path / "g.zarr")],
+        "list": ["list"],
+        "metadata": ["metadata", *one],
+        "download": ["download", *one],
+        "volume": ["volume", str(rows), *one, "--out", str(tmp_path / "v.nii.gz")],
+        "plot": ["plot", "--accuracy", *one, "--out", str(tmp_path / "a.png")],
+    }  # fmt: skip
+
+
+NEEDS = {"run": "zarr", "volume": "nibabel", "plot": "matplotlib"}
+
+
+COMMANDS = ["encode", "run", "list", "metadata", "download", "volume", "plot"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("repo", ["named", "default"])
+def test_every_command_fails_fast_offline_and_names_berg_dir(
+    command, repo, tmp_path, artifacts_dir
+):
+    """No ~25 s of retries for any subcommand; the line says --berg-dir, and an error about
+    the default repo says it is a placeholder (models.json hub.placeholder)."""
+    if command in NEEDS:
+        pytest.importorskip(NEEDS[command])
+    env = client_env(_dead_endpoint(), tmp_path / "home")
+    env["BERG_ONNX_CACHE"] = str(tmp_path / "cache")
+    env.pop("BERG_ONNX_REPO", None)
+    args = _every_command(tmp_path, artifacts_dir)[command]
+    args += ["--repo-id", REPO_ID] if repo == "named" else []
+    start = time.perf_counter()
+    run = cli_process(*args, env=env)
+    took = time.perf_counter() - start
+    said = run.stdout if command == "list" else _one_line(run)
+    assert (run.returncode == 0) is (command == "list"), run.stderr
+    assert "could not be reached" in said and "--berg-dir" in said, said
+    assert ("placeholder" in said) is (repo == "default"), said
+    assert took < 15, (command, took)  # huggingface_hub alone retries for ~23-28 s

@@ -450,3 +450,17 @@ def test_olah_stops_without_leftovers(tmp_path: Path) -> None:
     with pytest.raises(httpx2.ConnectError):
         httpx2.head(f"{endpoint}/{REPO}/resolve/main/README.txt", timeout=2)
     assert not workdir.exists()
+
+
+def test_a_failing_git_call_says_what_git_said(tmp_path):
+    """A fixture repo's git failure names git's own reason, not only "exit status 128"."""
+    import shutil
+
+    from olahserver import _git
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    with pytest.raises(subprocess.CalledProcessError) as info:
+        _git(tmp_path, "rev-parse", "no-such-revision")  # not a repository at all
+    message = str(info.value)
+    assert "exit status 128" in message and "not a git repository" in message, message

@@ -157,6 +157,40 @@ def test_progress_bar_on_stderr_and_quiet(berg, photos, capsys, monkeypatch):
     assert berg.encode(model, photos[:2], show_progress=True).shape == (2, 60)
 
 
+def test_encode_draws_a_bar_by_default_only_on_a_terminal(berg, photos, capsys, monkeypatch):
+    """show_progress=None (the default): a bar on a real terminal, none into a pipe or log."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import termios
+
+    model = berg.get_encoding_model("fmri-nsd-fwrf", 1, {"roi": "V1"})
+    berg.encode(model, photos[:3])
+    assert capsys.readouterr().err == ""  # pytest's captured stderr is not a terminal
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    seen = b""
+    try:
+        with os.fdopen(follower, "w", buffering=1) as tty:
+            monkeypatch.setattr("sys.stderr", tty)
+            for show, expected in [(False, False), (None, True)]:
+                berg.encode(model, photos[:3], show_progress=show)
+                tty.flush()
+                got = b""
+                while select.select([leader], [], [], 2)[0]:
+                    chunk = os.read(leader, 65536)
+                    if not chunk:
+                        break
+                    got += chunk
+                assert (b"3/3" in got) is expected, (show, got[-200:])
+                seen += got
+    finally:
+        os.close(leader)
+    assert seen
+
+
 def _truncated_png(path, image: np.ndarray):
     """A PNG whose header reads fine but whose pixel data stops halfway."""
     from PIL import Image

@@ -310,6 +310,32 @@ def test_progress_only_on_a_terminal_unless_forced(image_dir, export_dir, tmp_pa
         assert (b"5/5" in b"".join(chunks)) is shown, (extra, b"".join(chunks)[-300:])
 
 
+def test_run_draws_no_bar_into_a_pipe_unless_forced(image_dir, export_dir, tmp_path):
+    pytest.importorskip("zarr")
+    base = ["run", str(image_dir), "--subjects", "1", "--rois", "V1", "--berg-dir"]
+    for i, (extra, shown) in enumerate([((), False), (("--progress",), True),
+                                        (("--no-progress",), False)]):  # fmt: skip
+        run = cli_process(*base, export_dir, "--out", tmp_path / f"g{i}.zarr", *extra)
+        assert run.returncode == 0, run.stderr
+        assert ("5/5" in run.stderr) is shown, (extra, run.stderr[-300:])
+        assert "complete" in run.stdout
+
+
+def test_doctor_flags_the_placeholder_hub_repo(tmp_path):
+    env = dict(os.environ, BERG_ONNX_CACHE=str(tmp_path / "cache"))
+    env.pop("BERG_ONNX_REPO", None)
+    run = subprocess.run(
+        [sys.executable, "-m", "berg_onnx", "doctor"], capture_output=True, text=True, env=env
+    )
+    assert run.returncode == 0, run.stderr
+    assert "placeholder" in run.stdout and "--berg-dir" in run.stdout, run.stdout
+    named = subprocess.run(
+        [sys.executable, "-m", "berg_onnx", "doctor", "--repo-id", "me/my-export"],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert "placeholder" not in named.stdout
+
+
 def test_doctor_honours_repo_id_and_revision(tmp_path):
     env = dict(os.environ, BERG_ONNX_CACHE=str(tmp_path / "cache"))
     run = cli_process("doctor", "--repo-id", "me/my-export", "--revision", "v9", env=env)

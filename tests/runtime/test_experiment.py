@@ -384,6 +384,7 @@ def test_cli_progress_bar_over_the_whole_grid(cli, export_dir, image_dir, tmp_pa
         str(tmp_path / "c.zarr"),
         "--berg-dir",
         str(export_dir),
+        "--progress",  # stderr is a pipe here: no bar unless forced
     )
     assert run.returncode == 0, run.stderr
     assert "36/36" in run.stderr  # 12 images x 3 models in one bar
