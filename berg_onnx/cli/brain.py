@@ -13,7 +13,6 @@ from berg_onnx.api import BERG
 from berg_onnx.brain.runs import (
     FIGURE_SUFFIXES,
     Loaded,
-    RunStore,
     describe_responses,
     is_store,
     labels_beside,
@@ -24,6 +23,7 @@ from berg_onnx.brain.volume import from_nifti, require_nibabel, save_nifti, writ
 from berg_onnx.cli._common import OVERLAP_HELP, add_command
 from berg_onnx.constants import DEFAULT_MODEL_ID
 from berg_onnx.errors import InvalidParameterError, ModelNotFoundError
+from berg_onnx.experiment.store import ExperimentStore
 from berg_onnx.utils.outputs import (
     NIFTI_SUFFIXES,
     check_output,
@@ -45,7 +45,7 @@ PLOT_EXAMPLES = """examples:
 
 
 def berg_for(
-    store: RunStore | None,
+    store: ExperimentStore | None,
     berg_dir: str | None = None,
     repo_id: str | None = None,
     revision: str | None = None,
@@ -77,7 +77,7 @@ def load_responses(
     """Responses + metadata from a run store, an encode .npy or an encode NIfTI."""
     path = Path(input_path)
     if is_store(path):
-        store = RunStore.open(path)
+        store = ExperimentStore.open(path)
         berg = berg_for(store, berg_dir, repo_id, revision)
         rois = [berg.catalog.model(store.model_id).check_roi(r).name for r in rois]
         responses = {r: store.responses(subject, r) for r in rois}
@@ -167,7 +167,7 @@ def plot_command(
         if len(rois) != 1:
             raise InvalidParameterError("--accuracy plots one ROI: give one --roi")
         if input_path is not None and is_store(input_path):
-            store = RunStore.open(input_path)
+            store = ExperimentStore.open(input_path)
             berg = berg_for(store, berg_dir, repo_id, revision)
             meta = store_metadata(berg, store, subject, rois[0])
         else:
