@@ -55,6 +55,11 @@ class Reconciled:
     identities: dict[int, tuple[int, int, int, int]]  # same bytes, new identity
     old_root: str | None
 
+    @property
+    def touches_store(self) -> bool:
+        """Whether opening the store with these images rewrites any of its records."""
+        return bool(self.changed or self.retried or self.identities or self.old_root)
+
 
 def stored_labels(root: Any) -> list[str]:
     """The store's row labels as the OS gave them (``stimuli`` is ``label_text``-escaped)."""

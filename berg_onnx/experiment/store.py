@@ -306,11 +306,13 @@ class ExperimentStore:
             store.notes = tuple(
                 records.notes(reconciled, path, elsewhere and bool(reconciled.changed))
             )
-        store._ensure_stimuli(stimuli)
-        store._ensure_records(stimuli)
+        changed = fresh or (reconciled is not None and reconciled.touches_store)
+        changed |= store._ensure_stimuli(stimuli)
+        changed |= store._ensure_records(stimuli)
         for plan in job.models:
-            store._ensure_model(plan, voxel_space)
-        store._consolidate()
+            changed |= store._ensure_model(plan, voxel_space)
+        if changed or not store._consolidated_is_current():
+            store._consolidate()
         return store
 
     @classmethod
@@ -515,10 +517,11 @@ class ExperimentStore:
         if rec.old_root is not None:
             self.root.attrs["stimulus_root"] = rec.stimuli.root
 
-    def _ensure_stimuli(self, stimuli: StimulusSet) -> None:
+    def _ensure_stimuli(self, stimuli: StimulusSet) -> bool:
+        """Write the labels unless recorded written; whether it wrote (so for each _ensure)."""
         marker = self._node(f"{DONE}/{STIMULI}")
         if marker is not None and _flag(marker, 0) == 1:
-            return
+            return False
         _labels_array(self.root, STIMULI, stimuli.labels)
         self.root.create_array(
             f"{DONE}/{STIMULI}",
@@ -530,13 +533,14 @@ class ExperimentStore:
             dimension_names=("flag",),
             overwrite=True,
         )[0] = 1
+        return True
 
-    def _ensure_records(self, stimuli: StimulusSet) -> None:
+    def _ensure_records(self, stimuli: StimulusSet) -> bool:
         """The per-image record arrays of a file set (created empty: '' = not read yet)."""
         if stimuli.kind != "files" or all(
             self._node(n) is not None for n in (SHA256, IDENTITY, ERROR)
         ):
-            return
+            return False
         group = self.root.require_group(IMAGES)
         group.attrs.update(
             {"description": "per-image records (internal): sha256, identity, read error"}
@@ -565,13 +569,14 @@ class ExperimentStore:
                 attributes={"fields": list(IDENTITY_FIELDS)},
                 overwrite=True,
             )
+        return True
 
-    def _ensure_model(self, plan: ModelPlan, voxel_space: VoxelSpace | None = None) -> None:
+    def _ensure_model(self, plan: ModelPlan, voxel_space: VoxelSpace | None = None) -> bool:
         marker = f"{DONE}/{plan.name}"
         array = self._node(plan.name)
         if array is not None and self._node(marker) is not None:
             _check_model(array, plan, self.path)
-            return
+            return False
         group = self.root.require_group(f"sub-{plan.subject:02d}")
         group.attrs.update(
             {
@@ -606,6 +611,22 @@ class ExperimentStore:
             dimension_names=("chunk",),
             overwrite=True,
         )
+        return True
+
+    def _consolidated_is_current(self) -> bool:
+        """Whether the consolidated metadata lists every model array (a run killed between
+        adding arrays and consolidating leaves it behind)."""
+        zarr = import_zarr()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                group = zarr.open_group(store=self.path, mode="r", use_consolidated=True)
+            listed = group.metadata.consolidated_metadata.flattened_metadata
+        except Exception:  # noqa: BLE001 - none, or unreadable: write it again
+            return False
+        wanted = {STIMULI} | {f"sub-{s:02d}" for s, _ in self.models}
+        wanted |= {array_name(s, r) for s, r in self.models}
+        return wanted <= set(listed)
 
     def _consolidate(self) -> None:
         """Rewrite the consolidated metadata (xarray's fast path) from the nodes' own."""
@@ -702,7 +723,7 @@ def _rows_to_compute(
     for plan in job.models:
         try:
             chunks.update(missing_chunks(root, plan.subject, plan.roi))
-        except KeyError:  # a model the store does not have yet
+        except Exception:  # noqa: BLE001 - a model not in the store yet, or its record torn
             return list(range(n))
     if reconciled is not None:
         chunks.update(i // chunk_size for i in (*reconciled.changed, *reconciled.retried))
