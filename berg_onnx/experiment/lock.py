@@ -104,12 +104,26 @@ class StoreLock:
         path = lock_path(store)
         if not path.parent.is_dir():
             raise ExperimentError(f"the folder of {store} does not exist: {path.parent}")
+        said = False
         while True:
             lock = cls._try(path)
             if lock is not None:
                 return lock
+            if wait and not said:
+                print(
+                    f"berg-onnx: {store} is being written by another run "
+                    f"({describe_holder(_read(path))}): waiting for it to end",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                said = True
             if not wait:
                 holder = _read(path)
+                if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+                    raise ExperimentError(
+                        f"{store} is open for writing in this process already (an "
+                        "ExperimentStore from create_or_open not closed yet): close() it first"
+                    )
                 raise ExperimentError(
                     f"{store} is being written by another run ({describe_holder(holder)}; "
                     f"lock file {path}): wait for it to end, run with --wait (wait=True) to "

@@ -354,6 +354,10 @@ class ExperimentStore:
             self._lock.release()
             self._lock = None
 
+    def __del__(self) -> None:  # a handle dropped without close() frees the store too
+        with contextlib.suppress(Exception):
+            self.close()
+
     def __enter__(self) -> ExperimentStore:
         return self
 
