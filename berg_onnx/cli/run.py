@@ -66,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         raise
+    except OSError as e:  # disk full, permissions...: what failed, where, and what is kept
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        raise CLIError(
+            f"{e.strerror or e}{where} while running into {args.out}; the chunks completed "
+            "are kept: fix that and run the same command again to resume"
+        ) from None
     if not args.quiet:
         for text in report.notes:
             print(f"berg-onnx: {text}", file=sys.stderr)

@@ -48,8 +48,9 @@ POLL_SECONDS = 0.5
 
 
 def lock_path(store: str | os.PathLike[str]) -> Path:
-    """``dir/experiment.zarr`` -> ``dir/.experiment.zarr.lock``."""
-    p = Path(os.path.abspath(store))
+    """``dir/experiment.zarr`` -> ``dir/.experiment.zarr.lock``, links resolved (one lock
+    however the store's path is spelled)."""
+    p = Path(os.path.realpath(store))
     return p.with_name(f".{p.name}.lock")
 
 

@@ -356,3 +356,24 @@ def test_old_stores_read_but_are_not_resumed_and_other_refusals(
         with pytest.raises(Exception, match="cuda"):
             berg.run(images, 1, ["V1"], store=cuda, device="cuda", show_progress=False)
         assert not cuda.exists() and not lock_path(cuda).exists()
+
+
+def test_one_lock_per_store_however_its_path_is_spelled(berg, artifacts_dir, tmp_path):
+    from berg_onnx.experiment import plan_experiment
+    from berg_onnx.experiment.lock import StoreLock
+
+    real = tmp_path / "real.zarr"
+    real.mkdir()
+    link = tmp_path / "link.zarr"
+    os.symlink(real, link)
+    held = StoreLock.acquire(real)
+    with pytest.raises(ExperimentError, match="in this process already"):
+        StoreLock.acquire(link)
+    held.release()
+    StoreLock.acquire(link).release()
+    # a writing handle dropped without close() lets go of the store too
+    job = plan_experiment(berg, photos(artifacts_dir)[:2], 1, ["V1"])
+    store = ExperimentStore.create_or_open(tmp_path / "h.zarr", job)
+    assert lock_path(tmp_path / "h.zarr").exists()
+    del store
+    assert not lock_path(tmp_path / "h.zarr").exists()
