@@ -354,7 +354,7 @@ class ExperimentStore:
             self._lock.release()
             self._lock = None
 
-    def __del__(self) -> None:  # a handle dropped without close() frees the store too
+    def __del__(self) -> None:  # a handle dropped without close() frees the store when collected
         with contextlib.suppress(Exception):
             self.close()
 
