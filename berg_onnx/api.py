@@ -200,6 +200,8 @@ class BERG:
         precision: str = "fp32",
         show_progress: bool | None = None,
         engine: Any = "local",
+        on_error: str = "fail",
+        wait: bool = False,
     ) -> Any:
         """Responses of every (subject, ROI) model to ``stimulus``, into a Zarr store.
 
@@ -213,6 +215,14 @@ class BERG:
         ``[zarr]`` extra. Returns an ``engines.RunReport``; layout: README.
         ``engine="ray"`` (or ``berg_onnx.engines.RayOptions(address=...)``) runs
         it on Ray Data instead, into the same store (the ``[ray]`` extra).
+        ``on_error``: an image that cannot be read; ``"fail"`` (default) stops
+        before anything is written and names every such image; ``"skip"`` writes
+        NaN rows for them, recorded in the store and in the report's ``failed``,
+        and a later run tries them again once their files change. Images are
+        known by content (sha256): a changed one is named and its chunks are
+        computed again; a moved or copied folder is the same set. One run
+        writes a store at a time: another's raises ExperimentError naming it,
+        unless ``wait=True``.
         """
         from berg_onnx.engines import run_experiment
 
@@ -229,6 +239,8 @@ class BERG:
             precision=precision,
             show_progress=show_progress,
             engine=engine,
+            on_error=on_error,
+            wait=wait,
         )
 
     def get_model_metadata(

@@ -2,11 +2,12 @@
 
 ``berg-onnx volume`` and ``berg-onnx plot`` (and ``encode --out r.nii.gz``)
 take responses from an encode output (``.npy`` + ``.paths.txt``, or a NIfTI)
-or from a run store (the Zarr layout of ``berg_onnx.experiment.store``:
-``sub-01/V1`` (N, nv) float32 arrays with ``model_files``/``voxel_order``
-attributes, ``stimuli`` labels, the model source in the root attributes) and
-find the metadata that puts them in space; the commands themselves are
-``berg_onnx.cli.brain``'s. The conversions live in volume.py and plot.py.
+or from a run store, read through ``berg_onnx.experiment.store.ExperimentStore``
+opened read-only (``sub-01/V1`` (N, nv) float32 arrays with
+``model_files``/``voxel_order`` attributes, ``stimuli`` labels, the model
+source in the root attributes), and find the metadata that puts them in space;
+the commands themselves are ``berg_onnx.cli.brain``'s. The conversions live in
+volume.py and plot.py.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from berg_onnx.brain.volume import write_nifti
-from berg_onnx.constants import DEFAULT_MODEL_ID, VOXEL_ORDER
-from berg_onnx.errors import ModelLoadError, ModelNotFoundError
-from berg_onnx.experiment.store import DONE, import_zarr, missing_chunks
+from berg_onnx.errors import ModelLoadError
+from berg_onnx.experiment.job import array_name
+from berg_onnx.experiment.store import ExperimentStore, is_store_path
 from berg_onnx.utils.outputs import read_listing
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
@@ -29,90 +30,21 @@ FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
 def is_store(path: str | Path) -> bool:
     """A Zarr v3 store folder (root zarr.json), or a path named *.zarr."""
-    p = Path(path)
-    return p.suffix.lower() == ".zarr" or (p.is_dir() and (p / "zarr.json").is_file())
+    return Path(path).suffix.lower() == ".zarr" or is_store_path(path)
 
 
-def _array_name(subject: int, roi: str) -> str:
-    return f"sub-{subject:02d}/{roi}"
+#: Run stores are read through the experiment's one store class, read-only
+#: (``ExperimentStore.open(path)``); the name is kept for callers of the old reader.
+RunStore = ExperimentStore
 
 
-@dataclass(frozen=True)
-class RunStore:
-    """A run store opened read-only: its model source and its (subject, ROI) arrays."""
-
-    path: Path
-    root: Any
-    model_id: str
-    source: dict[str, str]
-
-    @classmethod
-    def open(cls, path: str | Path) -> RunStore:
-        zarr = import_zarr()
-        path = Path(path)
-        if not path.is_dir():
-            raise ModelNotFoundError(f"no run store at {path} (a folder written by berg-onnx run)")
-        try:
-            root = zarr.open_group(store=str(path), mode="r")
-        except Exception as e:  # noqa: BLE001 - zarr raises several kinds for a non-store
-            raise ModelLoadError(f"{path} is not a readable Zarr store ({e})") from None
-        attrs = dict(root.attrs)
-        source = attrs.get("source")
-        if not isinstance(source, dict) or not ("export_dir" in source or "repo_id" in source):
-            raise ModelLoadError(
-                f"{path} has no model source in its root attributes (source: "
-                f"{{'repo_id', 'revision'}} or {{'export_dir'}}); is it a berg-onnx run store?"
-            )
-        return cls(path, root, str(attrs.get("model_id", DEFAULT_MODEL_ID)), dict(source))
-
-    def arrays(self) -> list[str]:
-        names = []
-        for group_name, group in sorted(self.root.groups()):
-            if group_name.startswith("sub-"):
-                names += [f"{group_name}/{a}" for a, _ in sorted(group.arrays())]
-        return names
-
-    def responses(self, subject: int, roi: str) -> Any:
-        """The (N, nv) array of one model (read lazily), checked complete and in mask order."""
-        name = _array_name(subject, roi)
-        try:
-            array = self.root[name]
-        except KeyError:
-            raise ModelNotFoundError(
-                f"{self.path} has no array {name}; it holds: {', '.join(self.arrays()) or 'none'}"
-            ) from None
-        order = array.attrs.get("voxel_order")
-        if order != VOXEL_ORDER:
-            raise ModelLoadError(
-                f"{self.path}/{name} states voxel_order {order!r}, not {VOXEL_ORDER!r}: its "
-                "columns cannot be put back in space"
-            )
-        if f"{DONE}/{name}" in self.root:  # the writer's completion records (experiment/store.py)
-            missing = missing_chunks(self.root, subject, roi)
-            if missing:
-                n_chunks = self.root[f"{DONE}/{name}"].shape[0]
-                raise ModelLoadError(
-                    f"{self.path}/{name} is incomplete ({len(missing)} of {n_chunks} chunks "
-                    "not written); run the same `berg-onnx run` command again to finish it"
-                )
-        return array
-
-    def labels(self) -> list[str] | None:
-        if "stimuli" not in self.root:
-            return None
-        return [str(s) for s in self.root["stimuli"][:]]
-
-    def model_files(self, subject: int, roi: str) -> dict[str, str]:
-        return dict(self.root[_array_name(subject, roi)].attrs.get("model_files") or {})
-
-
-def store_metadata(berg: Any, store: RunStore, subject: int, roi: str) -> dict[str, Any]:
+def store_metadata(berg: Any, store: ExperimentStore, subject: int, roi: str) -> dict[str, Any]:
     """A model's metadata, checked against the metadata file the store's run used (sha256)."""
     entry = berg.store.manifest().get(store.model_id, subject, roi)
     recorded = store.model_files(subject, roi).get(entry.metadata.name)
     if recorded is not None and recorded != entry.metadata.sha256:
         raise ModelLoadError(
-            f"the metadata of {_array_name(subject, roi)} in {berg.store.describe()} "
+            f"the metadata of {array_name(subject, roi)} in {berg.store.describe()} "
             f"(sha256 {entry.metadata.sha256[:12]}...) is not the one {store.path} was computed "
             f"with ({recorded[:12]}...); pass the --berg-dir or --repo-id/--revision it used"
         )

@@ -11,7 +11,6 @@ from berg_onnx.api import BERG
 from berg_onnx.brain.runs import (
     FIGURE_SUFFIXES,
     Loaded,
-    RunStore,
     describe_responses,
     is_store,
     labels_beside,
@@ -22,6 +21,7 @@ from berg_onnx.brain.volume import from_nifti, require_nibabel, save_nifti, writ
 from berg_onnx.cli._common import OVERLAP_HELP, add_command, hub_berg
 from berg_onnx.constants import DEFAULT_MODEL_ID
 from berg_onnx.errors import InvalidParameterError, ModelNotFoundError
+from berg_onnx.experiment.store import ExperimentStore
 from berg_onnx.utils.fileio import open_npy
 from berg_onnx.utils.outputs import (
     NIFTI_SUFFIXES,
@@ -43,7 +43,7 @@ PLOT_EXAMPLES = """examples:
   berg-onnx plot --accuracy --subject 1 --roi V1 --out v1_accuracy.png"""
 
 
-def berg_for(store: RunStore | None, args: argparse.Namespace) -> BERG:
+def berg_for(store: ExperimentStore | None, args: argparse.Namespace) -> BERG:
     """The BERG to read metadata from: the flags' source, else the store's, else the Hub."""
     if args.berg_dir:
         return BERG(berg_dir=args.berg_dir)
@@ -64,7 +64,7 @@ def load_responses(args: argparse.Namespace) -> Loaded:
     """Responses + metadata of ``args.input``: a run store, an encode .npy or an encode NIfTI."""
     path, subject, rois = Path(args.input), args.subject, args.roi
     if is_store(path):
-        store = RunStore.open(path)
+        store = ExperimentStore.open(path)
         berg = berg_for(store, args)
         rois = [berg.catalog.model(store.model_id).check_roi(r).name for r in rois]
         responses = {r: store.responses(subject, r) for r in rois}
@@ -137,7 +137,7 @@ def run_plot(args: argparse.Namespace) -> int:
         if len(rois) != 1:
             raise InvalidParameterError("--accuracy plots one ROI: give one --roi")
         if input_path is not None and is_store(input_path):
-            store = RunStore.open(input_path)
+            store = ExperimentStore.open(input_path)
             berg = berg_for(store, args)
             meta = store_metadata(berg, store, subject, rois[0])
         else:

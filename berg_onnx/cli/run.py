@@ -14,6 +14,7 @@ from berg_onnx.cli._common import (
     show_progress,
 )
 from berg_onnx.constants import PRECISIONS
+from berg_onnx.utils.outputs import label_text
 
 EXAMPLES = """examples:
   berg-onnx run photos/ --subjects 1 2 --rois V1 FFA-1 --out experiment.zarr
@@ -34,9 +35,21 @@ def grid_choice(values: list[str], what: str) -> Any:
     return values
 
 
+def check_out(out: str) -> None:
+    """--out: a store folder, named *.zarr unless it is already one (or a URL)."""
+    from berg_onnx.experiment.store import is_store_path
+
+    if "://" in out or out.rstrip("/").lower().endswith(".zarr") or is_store_path(out):
+        return
+    raise CLIError(
+        f"--out must be a Zarr store folder ending in .zarr (e.g. experiment.zarr), got {out}"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from berg_onnx.engines import engine_from_cli, run_experiment
 
+    check_out(args.out)
     berg = make_berg(args)
     try:
         report = run_experiment(
@@ -51,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
             precision=args.precision,
             show_progress=show_progress(args),
             engine=engine_from_cli(args.engine, args.ray_address, args.ray_actors),
+            on_error=args.on_error,
+            wait=args.wait,
         )
     except KeyboardInterrupt:
         print(
@@ -58,11 +73,23 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         raise
+    except OSError as e:  # disk full, permissions...: what failed, where, and what is kept
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        raise CLIError(
+            f"{e.strerror or e}{where} while running into {args.out}; the chunks completed "
+            "are kept: fix that and run the same command again to resume"
+        ) from None
+    if not args.quiet:
+        for text in report.notes:
+            print(f"berg-onnx: {text}", file=sys.stderr)
+    for label, why in report.failed:  # each NaN row, by name, as encode names what it skips
+        print(f"berg-onnx: skipped {label_text(label)}: {why}", file=sys.stderr)
     state = "complete" if report.complete else "incomplete"
+    failed = f", {len(report.failed)} images could not be read (NaN rows)" if report.failed else ""
     print(
         f"{args.out}: {report.n_images} images x {len(report.models)} models, {state} "
         f"({report.chunks_written} chunks written, {report.chunks_already_complete} already "
-        f"complete, {report.seconds:.1f} s)"
+        f"complete, {report.seconds:.1f} s{failed})"
     )
     return 0
 
@@ -85,6 +112,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     progress_flags(p)
+    p.add_argument(
+        "--on-error",
+        default="fail",
+        choices=["fail", "skip"],
+        help="an image that cannot be read: fail = stop before writing anything, naming "
+        "every such image (default); skip = NaN rows, recorded in the store and named",
+    )
+    p.add_argument(
+        "--wait", action="store_true", help="if another run writes the store, wait for it"
+    )
     p.add_argument("--engine", default="local", choices=["local", "ray"], help="ray: [ray] extra")
     p.add_argument("--ray-address", help="HOST:PORT (default: $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--ray-actors", type=int, default=None, help="actors per model group")

@@ -13,6 +13,7 @@ Both write the same store the same way, so a run stopped in one resumes in the o
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable
@@ -23,7 +24,8 @@ from berg_onnx.engines._runs import RunLedger, RunReport
 from berg_onnx.engines.local import run_local
 from berg_onnx.engines.ray import RayOptions, import_ray, run_ray
 from berg_onnx.errors import InvalidParameterError
-from berg_onnx.experiment.job import ALL, ModelLibrary, plan_experiment
+from berg_onnx.experiment.job import ALL, ModelLibrary, load_model, plan_experiment, voxel_space
+from berg_onnx.experiment.stimuli import check_on_error
 from berg_onnx.experiment.store import ExperimentStore, import_zarr
 from berg_onnx.session import check_device
 
@@ -77,15 +79,19 @@ def run_experiment(
     precision: str = "fp32",
     show_progress: bool | None = None,
     engine: str | RayOptions = "local",
+    on_error: str = "fail",
+    wait: bool = False,
 ) -> RunReport:
     """Run (or resume) the grid subjects x rois over ``stimulus`` into the store at ``store``.
 
     See ``BERG.run``. Checks that can fail (zarr installed, device, models,
-    stimuli, the existing store) all run before any model does.
+    stimuli and their headers, the existing store, its lock) all run before
+    the store is created or written.
     """
     import_zarr()
     runner = select_engine(engine)
     device = check_device(device)
+    on_error = check_on_error(on_error)
     job = plan_experiment(
         berg,
         stimulus,
@@ -95,16 +101,29 @@ def run_experiment(
         precision=precision,
         chunk_size=chunk_size,
     )
-    opened = ExperimentStore.create_or_open(store, job, overwrite=overwrite)
-    return runner(
-        berg.store,
+    if device == "cuda" and runner is run_local:
+        # A session on the device now, so that a GPU that cannot run fails before the store
+        # exists (the Ray engine's actors may have GPUs that this driver lacks).
+        load_model(berg.store, job.models[0], device, batch_size=berg.batch_size)
+    with ExperimentStore.create_or_open(
+        store,
         job,
-        opened,
-        device=device,
-        show_progress=show_progress,
-        batch_size=berg.batch_size,
+        overwrite=overwrite,
+        on_error=on_error,
+        wait=wait,
+        voxel_space=functools.partial(voxel_space, berg.store),
         threads=berg.threads,
-    )
+    ) as opened:
+        job = dataclasses.replace(job, stimuli=opened.stimuli)  # the store's row order
+        return runner(
+            berg.store,
+            job,
+            opened,
+            device=device,
+            show_progress=show_progress,
+            batch_size=berg.batch_size,
+            threads=berg.threads,
+        )
 
 
 __all__ = [

@@ -30,6 +30,10 @@ class RunReport:
     chunks_written: int
     chunks_already_complete: int
     seconds: float
+    #: (label, why) of every row of the store whose image could not be read (NaN rows)
+    failed: tuple[tuple[str, str], ...] = ()
+    #: What opening the store found: images moved, changed, no longer given; a stale lock
+    notes: tuple[str, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -76,4 +80,6 @@ class RunLedger:
             chunks_written=chunks_written,
             chunks_already_complete=self.store.n_chunks * len(self.models) - self.missing,
             seconds=time.perf_counter() - self._t0,
+            failed=tuple(self.store.failed_rows()),
+            notes=tuple(self.store.notes),
         )

@@ -8,15 +8,19 @@ order). Memory is therefore bounded by one block and one model, whatever the
 grid's size, and each image is preprocessed once per run instead of once per
 model.
 
-Within a block each model runs through ``EncodingModel.run_preprocessed``, the loop
-``encode`` uses (worker threads per core on CPU, prefetching on CUDA), so a
-grid of one model costs what ``encode`` costs. On CUDA the next block is
-preprocessed on the CPU while the GPU runs the current one.
+Resume is per chunk: once a block's images are read, their records (sha256,
+file identity, read errors) are written chunk by chunk; then each model's
+chunks are computed one at a time, and each is written and recorded complete
+as soon as it is computed, so a kill loses at most the chunk in flight.
+
+Each chunk runs through ``EncodingModel.run_preprocessed``, the loop
+``encode`` uses (worker threads per core on CPU, prefetching on CUDA). On
+CUDA the next block is preprocessed on the CPU while the GPU runs the current one.
 
 Rows come out bit-identical whether a chunk is computed in a first run or
-after a resume: batches never straddle chunk boundaries (when the batch size
-does not divide the chunk size, each chunk runs on its own) and every batch
-runs on the same single-threaded session (see job.load_model).
+after a resume: batches never straddle chunk boundaries (each chunk runs on
+its own) and every batch runs on the same single-threaded session (see
+job.load_model).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 from berg_onnx.constants import INPUT_SIZE, check_positive_int
 from berg_onnx.engines._runs import RunLedger, RunReport
 from berg_onnx.experiment.job import ExperimentJob, ModelPlan, encode_rows, load_model
+from berg_onnx.experiment.stimuli import RowRecords
 from berg_onnx.experiment.store import ExperimentStore
 from berg_onnx.model import EncodingModel
 from berg_onnx.session import CUDA
@@ -54,7 +59,8 @@ class _Block:
 
 
 class _Cache:
-    """The preprocessed uint8 rows of a block's chunks, stacked in chunk order."""
+    """The preprocessed uint8 rows of a block's chunks, stacked in chunk order, and what
+    reading them found (per-chunk RowRecords)."""
 
     def __init__(
         self,
@@ -68,26 +74,28 @@ class _Cache:
         for c in chunks:
             start, stop = store.chunk_bounds(c)
             self.offset[c] = n
-            spans.append((start, stop, n))
+            spans.append((c, start, stop, n))
             n += stop - start
         self.rows = np.empty((n, 3, INPUT_SIZE, INPUT_SIZE), dtype=np.uint8)
-        tasks = []
-        for start, stop, at in spans:
+        tasks: dict[int, list[Future]] = {}
+        for c, start, stop, at in spans:
             for lo in range(start, stop, _PREPROCESS_STEP):
                 hi = min(stop, lo + _PREPROCESS_STEP)
-                tasks.append(pool.submit(self._fill, job, lo, hi, at + lo - start))
-        for t in tasks:
-            t.result()
+                tasks.setdefault(c, []).append(
+                    pool.submit(self._fill, job, lo, hi, at + lo - start)
+                )
+        self.records: dict[int, RowRecords] = {
+            c: RowRecords.join([t.result() for t in ts]) for c, ts in tasks.items()
+        }
 
-    def _fill(self, job: ExperimentJob, start: int, stop: int, at: int) -> None:
-        self.rows[at : at + stop - start] = job.stimuli.read(start, stop)
+    def _fill(self, job: ExperimentJob, start: int, stop: int, at: int) -> RowRecords:
+        rows, found = job.stimuli.read_checked(start, stop)
+        self.rows[at : at + stop - start] = rows
+        return found
 
-    def select(self, store: ExperimentStore, chunks: tuple[int, ...]) -> np.ndarray:
-        """The rows of ``chunks`` (a view when they are contiguous in the cache)."""
-        parts = [(self.offset[c], self.offset[c] + store.chunk_rows(c)) for c in chunks]
-        if all(a[1] == b[0] for a, b in zip(parts, parts[1:], strict=False)):
-            return self.rows[parts[0][0] : parts[-1][1]]
-        return np.concatenate([self.rows[a:b] for a, b in parts])
+    def chunk(self, store: ExperimentStore, c: int) -> np.ndarray:
+        """The rows of chunk ``c`` (a view)."""
+        return self.rows[self.offset[c] : self.offset[c] + store.chunk_rows(c)]
 
 
 def _plan_blocks(store: ExperimentStore, todo: dict[ModelPlan, set[int]], block_size: int):
@@ -106,30 +114,6 @@ def _plan_blocks(store: ExperimentStore, todo: dict[ModelPlan, set[int]], block_
     return blocks
 
 
-def _compute(
-    model: EncodingModel,
-    store: ExperimentStore,
-    rows: np.ndarray,
-    chunks: tuple[int, ...],
-    bar: ProgressBar,
-) -> dict[int, np.ndarray]:
-    """Responses of ``chunks`` (whose preprocessed rows are ``rows``), per chunk."""
-    sizes = [store.chunk_rows(c) for c in chunks]
-    out: dict[int, np.ndarray] = {}
-    if all(size % model.batch_size == 0 for size in sizes[:-1]):  # batches end on chunk ends
-        result = encode_rows(model, rows, bar)
-        at = 0
-        for c, size in zip(chunks, sizes, strict=True):
-            out[c] = result[at : at + size]
-            at += size
-    else:
-        at = 0
-        for c, size in zip(chunks, sizes, strict=True):
-            out[c] = encode_rows(model, rows[at : at + size], bar)
-            at += size
-    return out
-
-
 def _write(
     model: EncodingModel,
     store: ExperimentStore,
@@ -138,10 +122,11 @@ def _write(
     chunks: tuple[int, ...],
     bar: ProgressBar,
 ) -> int:
-    """Compute and write one model's chunks of a block; its buffers die with the call."""
-    rows = cache.select(store, chunks)
-    for c, values in _compute(model, store, rows, chunks, bar).items():
-        store.write_chunk(plan.subject, plan.roi, c, values)
+    """Compute one model's chunks of a block, each written and recorded as soon as it is
+    computed (one chunk per call of the encode loop: no batch straddles two chunks)."""
+    for c in chunks:
+        values = encode_rows(model, cache.chunk(store, c), bar)
+        store.write_chunk(plan.subject, plan.roi, c, values, failed=cache.records[c].failed)
     return len(chunks)
 
 
@@ -188,6 +173,8 @@ def run_local(
             bar.set_description("preprocessing")
             cache = nxt.result() if nxt is not None else _Cache(store, job, block.chunks, pool)
             nxt = None
+            for c in block.chunks:  # the rows' records before any chunk of theirs
+                store.write_rows(c, cache.records[c])
             work = block.work[::-1] if k % 2 else block.work  # reuse the last model loaded
             for i, (plan, chunks) in enumerate(work):
                 if loaded is None or loaded[0] is not plan:

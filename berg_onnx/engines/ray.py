@@ -163,14 +163,20 @@ def ray_connection(address: str | None) -> Iterator[Any]:
 
 # -- the pipeline's stages (run on the cluster) ---------------------------------------
 def _preprocess(
-    batch: dict[str, np.ndarray], stimuli: StimulusSet, array_ref: Any, chunk_size: int
+    batch: dict[str, np.ndarray],
+    stimuli: StimulusSet,
+    array_ref: Any,
+    chunk_size: int,
+    store_path: str,
 ):
     """Chunk indices -> their images as (1, chunk_size, 3, 227, 227) uint8 rows (zero-padded).
 
     A stateless task: the rows come from the experiment's StimulusSet, the same
-    decode + exact resize the local engine uses. Padding keeps every row's shape
-    equal, so Ray stores them as one fixed-shape tensor column; ``rows`` says
-    how many are real.
+    decode + exact resize the local engine uses, and their records (sha256,
+    identity, read errors) are written into the store here, before any model's
+    chunk. Padding keeps every row's shape equal, so Ray stores them as one
+    fixed-shape tensor column; ``rows`` says how many are real, ``failed``
+    which could not be read (``on_error="skip"``).
     """
     if array_ref is not None:  # an in-memory array travels once, via the object store
         import ray
@@ -178,13 +184,18 @@ def _preprocess(
         stimuli = dataclasses.replace(stimuli, array=ray.get(array_ref))
     chunks = np.asarray(batch["chunk"], dtype=np.int64)
     images = np.zeros((len(chunks), chunk_size, 3, INPUT_SIZE, INPUT_SIZE), dtype=np.uint8)
+    failed = np.zeros((len(chunks), chunk_size), dtype=np.uint8)
     rows = np.empty(len(chunks), dtype=np.int64)
+    store = ExperimentStore.attach(store_path) if stimuli.kind == "files" else None
     for i, chunk in enumerate(chunks):
         start = int(chunk) * chunk_size
         stop = min(len(stimuli), start + chunk_size)
-        images[i, : stop - start] = stimuli.read(start, stop)
+        images[i, : stop - start], found = stimuli.read_checked(start, stop)
+        failed[i, : stop - start] = found.failed
         rows[i] = stop - start
-    return {"chunk": chunks, "rows": rows, "images": images}
+        if store is not None:
+            store.write_rows(int(chunk), found)
+    return {"chunk": chunks, "rows": rows, "images": images, "failed": failed}
 
 
 class _ModelGroup:
@@ -218,10 +229,11 @@ class _ModelGroup:
         written = np.zeros(len(batch["chunk"]), dtype=np.int64)
         for i, (chunk, n) in enumerate(zip(batch["chunk"], batch["rows"], strict=True)):
             chunk, rows = int(chunk), batch["images"][i, : int(n)]
+            failed = batch["failed"][i, : int(n)].astype(bool)
             for plan, model in self.models:
                 if chunk in self.todo[plan.name]:
                     values = encode_rows(model, rows)  # the local engine's per-chunk loop
-                    self.store.write_chunk(plan.subject, plan.roi, chunk, values)
+                    self.store.write_chunk(plan.subject, plan.roi, chunk, values, failed=failed)
                     written[i] += 1
         return {"chunk": np.asarray(batch["chunk"]), "rows": batch["rows"], "written": written}
 
@@ -368,6 +380,7 @@ def _pipeline(ray, store, group, todo, inputs: _Inputs, layout: _Layout):
             "stimuli": inputs.stimuli,
             "array_ref": inputs.array_ref,
             "chunk_size": store.chunk_size,
+            "store_path": store.path,
         },
         num_cpus=layout.preprocess_cpus,
     )

@@ -5,7 +5,9 @@ Owns what an experiment is and where its results live, for every engine:
   fingerprint, and its rows preprocessed once as 227x227 uint8;
 - ``job``: what to compute (``plan_experiment``) and how a model is loaded for it;
 - ``store``: the Zarr layout, checks against a job, completion records and
-  whole-chunk writes (``ExperimentStore``).
+  whole-chunk writes (``ExperimentStore``), and the read-only reader;
+- ``records``: per-image records (sha256, file identity, read errors) and how a
+  resumed store is matched to the images given; ``lock``: one writing run per store.
 Running a job is ``berg_onnx.engines``' (``run_experiment``, the local and Ray
 engines). May import ``model``, ``session``, ``source``, ``inputs``, ``utils``;
 never ``engines``, ``api`` or ``cli``.
@@ -15,15 +17,20 @@ zarr is the optional ``[zarr]`` extra, imported only when a store is opened.
 An engine writes the store this way:
 
     job = plan_experiment(berg, stimulus, subjects, rois, chunk_size=...)   # driver
-    store = ExperimentStore.create_or_open(path, job, overwrite)            # driver, once
-    todo = {m.name: store.missing_chunks(m.subject, m.roi) for m in job.models}
-    rows = job.stimuli.read(*store.chunk_bounds(c))        # any process: uint8, resized once
-    model = load_model(berg.store, plan, device)           # per worker, loaded once
-    values = encode_rows(model, rows)                      # one chunk's rows
-    ExperimentStore.attach(path).write_chunk(s, roi, c, values)   # data, then its record
+    with ExperimentStore.create_or_open(path, job, overwrite, on_error=...) as store:
+        job = dataclasses.replace(job, stimuli=store.stimuli)   # the store's row order
+        todo = {m.name: store.missing_chunks(m.subject, m.roi) for m in job.models}
+        rows, found = job.stimuli.read_checked(*store.chunk_bounds(c))  # any process
+        ExperimentStore.attach(path).write_rows(c, found)      # the images' records first
+        model = load_model(berg.store, plan, device)           # per worker, loaded once
+        values = encode_rows(model, rows)                      # one chunk's rows
+        ExperimentStore.attach(path).write_chunk(s, roi, c, values, failed=found.failed)
 
-Each chunk must have one writer at a time; different chunks may be written by
-any number of processes at once.
+``create_or_open`` checks everything (images, their headers, the existing
+store) before writing anything, and holds the store's lock (lock.py) until the
+block ends; readers use ``ExperimentStore.open(path)`` (read-only). Each chunk
+must have one writer at a time; different chunks may be written by any number
+of processes at once.
 """
 
 from __future__ import annotations

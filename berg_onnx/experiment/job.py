@@ -200,3 +200,12 @@ def load_model(
         threads=threads,
         schedule="fixed",
     )
+
+
+def voxel_space(source: ModelSource, plan: ModelPlan) -> tuple[np.ndarray, np.ndarray]:
+    """(roi_mask_volume, fmri_affine) of one model, from its metadata file in ``source``:
+    where its voxels are, for the store's voxel coordinates."""
+    from berg_onnx.source.metadata import load_npz
+
+    meta = load_npz(source.fetch(plan.entry.metadata), nv=plan.n_voxels)
+    return np.asarray(meta["fmri"]["roi_mask_volume"]), np.asarray(meta["fmri"]["fmri_affine"])

@@ -1,25 +1,43 @@
 """The Zarr experiment store: one array per (subject, ROI) over one image set.
 
-Layout (the contract; README "In silico experiments"):
+Layout (the contract; README "In silico experiments"), format version 2:
 
     <store>/                   root attributes: berg_onnx_version, model_id, source, created
-                               (+ format, format_version, n_images, chunk_size, stimulus_*)
-      stimuli                  (N,) strings: image paths relative to the input folder,
+                               (+ format, format_version, n_images, chunk_size, stimulus_*,
+                               title, description, coordinates "stimuli"); consolidated
+                               metadata, so xarray opens it without consolidated=False
+      stimuli                  (N,) strings, dimension image: image paths relative to
+                               stimulus_root (utils/outputs.label_text: any bytes, one line),
                                or row indices for an array input
-      sub-01/V1                (N, nv) float32, chunks (chunk_size, nv); attributes subject,
-                               roi, n_voxels, precision, model_files, voxel_order (+ model_id,
-                               split_voxels); split ROIs are one array, split 1 then split 2
+      sub-01/                  attributes subject, description
+        V1                     (N, nv) float32, chunks (chunk_size, nv), dimensions image,
+                               voxel_V1; attributes subject, roi, n_voxels, precision,
+                               model_files, voxel_order (+ model_id, split_voxels, units,
+                               long_name, coordinates); split ROIs are one array, split 1
+                               then split 2
+        stimuli                the root's labels again, so the group reads alone in xarray
+        voxel_V1, i_V1, j_V1, k_V1, x_V1, y_V1, z_V1
+                               (nv,) voxel coordinates: flat C-order index into the volume,
+                               mask indices, and their positions in mm (fmri_affine)
+      _images/sha256, identity, error
+                               (N,) per-image records of a file set (records.py): sha256 of
+                               the bytes each row was computed from, file identity then,
+                               why it could not be read ('' if it was)
       _done/stimuli            (1,) uint8: 1 once `stimuli` is written
       _done/sub-01/V1          (n_chunks,) uint8, one chunk per element: 1 = chunk complete
 
-Crash safety and concurrency: a chunk of rows is always written whole, and its
-completion byte is written afterwards, each into its own object, so a writer
-killed at any point leaves at worst an unrecorded chunk that is computed again.
-No metadata is rewritten after creation, so several processes (or Ray actors)
-may write disjoint chunks of the same store at once: the process that creates
-or checks the store calls ``create_or_open``; the writers call ``attach``.
+Crash safety and concurrency: a chunk of rows is always written whole, its
+rows' image records before it and its completion byte after it, each into its
+own object, so a writer killed at any point leaves at worst an unrecorded chunk
+that is computed again. One run at a time opens a store for writing
+(``create_or_open``, which holds the lock of lock.py until ``close``); the
+processes that write chunks for it (Ray actors) call ``attach``, and write
+disjoint chunks. Readers call ``open`` (read-only). Every berg-onnx handle
+reads the nodes' own metadata, never the consolidated copy, which the writing
+run rewrites last, for other readers (xarray).
 
-Stores are local folders or any URL zarr/fsspec understands (``s3://...``).
+Stores are local folders or any URL zarr/fsspec understands (``s3://...``;
+not locked: see lock.py).
 """
 
 from __future__ import annotations
@@ -28,6 +46,8 @@ import contextlib
 import json
 import os
 import shutil
+import warnings
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,16 +55,33 @@ from typing import Any
 import numpy as np
 
 from berg_onnx.constants import VOXEL_ORDER
-from berg_onnx.errors import ExperimentError, InvalidParameterError, ResourceError
+from berg_onnx.errors import (
+    ExperimentError,
+    InvalidParameterError,
+    ModelLoadError,
+    ModelNotFoundError,
+    ResourceError,
+    StimulusError,
+)
+from berg_onnx.experiment import records
 from berg_onnx.experiment.job import ExperimentJob, ModelPlan, array_name
+from berg_onnx.experiment.lock import StoreLock
+from berg_onnx.experiment.records import ERROR, IDENTITY, IMAGES, SHA256
+from berg_onnx.experiment.stimuli import RowRecords, StimulusSet, check_on_error, failures_text
+from berg_onnx.utils.outputs import label_text
+from berg_onnx.utils.pausepoints import pause_point
 
 FORMAT = "berg-onnx-experiment"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DEFAULT_CHUNK_SIZE = 256
 STIMULI = "stimuli"
 DONE = "_done"
+UNITS = "z-scored BOLD response"
 _STIMULI_CHUNK = 1 << 16
 _EXTRA = 'pip install "berg-onnx[zarr]"'
+
+#: (mask (81, 104, 83) bool, affine (4, 4)) of a model's voxels, for the voxel coordinates.
+VoxelSpace = Callable[[ModelPlan], tuple[np.ndarray, np.ndarray]]
 
 
 def import_zarr() -> Any:
@@ -67,7 +104,7 @@ def _local(path: str) -> Path | None:
 def _open_root(zarr: Any, path: str, mode: str) -> Any | None:
     """The root group, or None where there is none; corrupt metadata raises ExperimentError."""
     try:
-        return zarr.open_group(store=path, mode=mode)
+        return zarr.open_group(store=path, mode=mode, use_consolidated=False)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
         return None
     except (ValueError, json.JSONDecodeError) as e:
@@ -78,6 +115,12 @@ def _only_half_written_root(path: str) -> bool:
     """A local folder holding nothing but an unreadable zarr.json: a creation cut short."""
     local = _local(path)
     return local is not None and local.is_dir() and os.listdir(local) == ["zarr.json"]
+
+
+def is_store_path(path: str | os.PathLike[str]) -> bool:
+    """A local folder holding a Zarr v3 root (zarr.json)."""
+    p = Path(path)
+    return p.is_dir() and (p / "zarr.json").is_file()
 
 
 def _ours(root: Any) -> bool:
@@ -96,41 +139,119 @@ def missing_chunks(root: Any, subject: int, roi: str) -> list[int]:
 
 
 class ExperimentStore:
-    """An opened experiment store: chunk geometry, completion records, whole-chunk writes."""
+    """An opened experiment store: chunk geometry, completion records, whole-chunk writes.
 
-    def __init__(self, root: Any, path: str, models: tuple[tuple[int, str], ...]) -> None:
+    Three ways in, zarr-style: ``create_or_open`` (the one writing run: checks,
+    creates, resumes; holds the store's lock until ``close``), ``attach`` (a
+    process writing chunks for that run) and ``open`` (read-only, for readers).
+    """
+
+    def __init__(
+        self,
+        root: Any,
+        path: str,
+        models: tuple[tuple[int, str], ...] | None,
+        *,
+        read_only: bool = False,
+    ) -> None:
         attrs = root.attrs
         self.root = root
         self.path = path
-        self.n_images = int(attrs["n_images"])
-        self.chunk_size = int(attrs["chunk_size"])
-        #: (subject, roi) of the arrays this handle is about (the job's, or all of them)
-        self.models = models
+        self.read_only = read_only
+        self.n_images = int(attrs.get("n_images", 0))
+        self.chunk_size = int(attrs.get("chunk_size", 1)) or 1
+        self._models = models
+        #: The image set in the store's row order (create_or_open only).
+        self.stimuli: StimulusSet | None = None
+        #: What opening found, for the run's report (moved, changed, absent images).
+        self.notes: tuple[str, ...] = ()
+        self._lock: StoreLock | None = None
 
     def __repr__(self) -> str:
+        mode = ", read-only" if self.read_only else ""
         return (
             f"ExperimentStore({self.path!r}, images={self.n_images}, "
-            f"chunk_size={self.chunk_size}, models={len(self.models)})"
+            f"chunk_size={self.chunk_size}, models={len(self.models)}{mode})"
         )
+
+    @property
+    def models(self) -> tuple[tuple[int, str], ...]:
+        """(subject, roi) of the arrays this handle is about (the job's, or all of them)."""
+        if self._models is None:
+            self._models = tuple(_model_arrays(self.root))
+        return self._models
 
     # -- opening ---------------------------------------------------------------------
     @classmethod
     def create_or_open(
-        cls, path: str | os.PathLike[str], job: ExperimentJob, overwrite: bool = False
+        cls,
+        path: str | os.PathLike[str],
+        job: ExperimentJob,
+        overwrite: bool = False,
+        *,
+        on_error: str | None = None,
+        wait: bool = False,
+        voxel_space: VoxelSpace | None = None,
+        threads: int = 4,
     ) -> ExperimentStore:
         """The store for ``job`` at ``path``: created, or checked against the job.
 
-        An existing store is reused only if it holds the same images (fingerprint)
-        and, for each model it already has, the same model files (sha256) and
-        precision; new models are added. Anything else raises ExperimentError;
-        ``overwrite=True`` deletes an existing experiment store and starts over
-        (a path holding anything else is never deleted).
+        An existing store is reused only if it was made for the same model and
+        image set and, for each model it already has, the same model files
+        (sha256) and precision; new models are added. A file set's images are
+        matched to its rows by name and content (records.py): changed images
+        are computed again, moved or copied folders accepted. Anything else
+        raises ExperimentError; ``overwrite=True`` deletes an existing
+        experiment store and starts over (a path holding anything else is never
+        deleted).
+
+        Nothing is written before every check has passed, including that each
+        image to compute exists and has a readable header: with
+        ``on_error="fail"`` (the default) one StimulusError names every one
+        that does not; ``"skip"`` records them as failed rows (NaN) instead.
+        The returned store holds the store's lock (lock.py; ``wait=True``
+        waits for another run's) until ``close()``. ``voxel_space`` gives the
+        models' voxel coordinates (run_experiment passes the model source's).
         """
         zarr = import_zarr()
         path = os.fspath(path)
         local = _local(path)
         if local is not None and local.exists() and not local.is_dir():
             raise ExperimentError(f"{path} is a file; an experiment store is a folder (*.zarr)")
+        stimuli = job.stimuli.with_on_error(check_on_error(on_error or job.stimuli.on_error))
+        lock = StoreLock.acquire(path, wait) if local is not None else None
+        try:
+            store = cls._create_or_open(zarr, path, job, stimuli, overwrite, voxel_space, threads)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        store._lock = lock
+        if store.stimuli.scan_summary:  # what the folder scan left out, as encode says it
+            store.notes = (*store.notes, store.stimuli.scan_summary)
+        if lock is not None and lock.stale:
+            held = lock.stale
+            store.notes = (
+                f"took over the lock of a run that ended without releasing it (pid "
+                f"{held.get('pid', '?')} on {held.get('host', '?')}, started "
+                f"{held.get('started', '?')})",
+                *store.notes,
+            )
+        pause_point("store-ready")
+        return store
+
+    @classmethod
+    def _create_or_open(
+        cls,
+        zarr: Any,
+        path: str,
+        job: ExperimentJob,
+        stimuli: StimulusSet,
+        overwrite: bool,
+        voxel_space: VoxelSpace | None,
+        threads: int,
+    ) -> ExperimentStore:
+        local = _local(path)
         try:
             root = _open_root(zarr, path, "r+")
         except ExperimentError:
@@ -148,22 +269,50 @@ class ExperimentStore:
                 f"{path} exists and is not an experiment store; it is left as it is: "
                 "choose another output path"
             )
-        if root is not None and overwrite:
-            # Completion records go first: a kill while deleting must never leave a
-            # record claiming a chunk whose data is already gone.
-            with contextlib.suppress(KeyError, ValueError, OSError):
-                del root[DONE]
-            root = None
-        if root is None:
-            chunk_size = job.chunk_size or DEFAULT_CHUNK_SIZE
-            attrs = _root_attrs(job, chunk_size)
-            root = zarr.create_group(store=path, overwrite=True, attributes=attrs)
-        else:
+        fresh = root is None or overwrite
+        reconciled = None
+        if not fresh:
             _check_root(root, job, path)
+            if stimuli.kind == "files":
+                reconciled = records.reconcile(root, stimuli, path, threads)
+                stimuli = reconciled.stimuli
+        chunk_size = job.chunk_size or DEFAULT_CHUNK_SIZE
+        if not fresh:
+            chunk_size = int(root.attrs["chunk_size"])
+        todo = _rows_to_compute(root if not fresh else None, job, stimuli, chunk_size, reconciled)
+        bad = stimuli.check_rows(todo, threads)
+        if bad and stimuli.on_error == "fail":
+            named = failures_text([(stimuli.labels[i], why) for i, why in sorted(bad.items())])
+            raise StimulusError(
+                f"{len(bad)} of the {len(stimuli)} images cannot be read: {named}. Fix or "
+                "remove them, or pass --on-error skip (on_error='skip') to record them as "
+                f"failed rows (NaN) and go on; nothing was written to {path}"
+            )
+        # Every check passed: from here on the store is written.
+        if fresh:
+            if root is not None:
+                # Completion records go first: a kill while deleting must never leave a
+                # record claiming a chunk whose data is already gone.
+                with contextlib.suppress(KeyError, ValueError, OSError):
+                    del root[DONE]
+            root = zarr.create_group(
+                store=path, overwrite=True, attributes=_root_attrs(job, stimuli, chunk_size)
+            )
         store = cls(root, path, tuple((m.subject, m.roi) for m in job.models))
-        store._ensure_stimuli(job)
+        store.stimuli = stimuli
+        if reconciled is not None:
+            store._apply(reconciled)
+            elsewhere = any(m not in store.models for m in _model_arrays(root))
+            store.notes = tuple(
+                records.notes(reconciled, path, elsewhere and bool(reconciled.changed))
+            )
+        changed = fresh or (reconciled is not None and reconciled.touches_store)
+        changed |= store._ensure_stimuli(stimuli)
+        changed |= store._ensure_records(stimuli)
         for plan in job.models:
-            store._ensure_model(plan)
+            changed |= store._ensure_model(plan, voxel_space)
+        if changed or not store._consolidated_is_current():
+            store._consolidate()
         return store
 
     @classmethod
@@ -174,11 +323,106 @@ class ExperimentStore:
         root = _open_root(zarr, path, "r+")
         if root is None or not _ours(root):
             raise ExperimentError(f"{path} is not a berg-onnx experiment store")
-        models = []
-        for name, group in sorted(root.groups()):
-            if name.startswith("sub-"):
-                models += [(int(name[4:]), roi) for roi, _ in sorted(group.arrays())]
-        return cls(root, path, tuple(models))
+        return cls(root, path, None)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], read_only: bool = True) -> ExperimentStore:
+        """A store to read (``read_only=True``; ``False``: ``attach``): its model source,
+        arrays, labels and records. Stores of every format version read."""
+        if not read_only:
+            return cls.attach(path)
+        zarr = import_zarr()
+        path = os.fspath(path)
+        local = _local(path)
+        if local is not None and not local.is_dir():
+            raise ModelNotFoundError(f"no run store at {path} (a folder written by berg-onnx run)")
+        try:
+            root = zarr.open_group(store=path, mode="r", use_consolidated=False)
+        except Exception as e:  # noqa: BLE001 - zarr raises several kinds for a non-store
+            raise ModelLoadError(f"{path} is not a readable Zarr store ({e})") from None
+        source = root.attrs.get("source")
+        if not isinstance(source, dict) or not ("export_dir" in source or "repo_id" in source):
+            raise ModelLoadError(
+                f"{path} has no model source in its root attributes (source: "
+                f"{{'repo_id', 'revision'}} or {{'export_dir'}}); is it a berg-onnx run store?"
+            )
+        return cls(root, path, None, read_only=True)
+
+    def close(self) -> None:
+        """Let go of the store's lock (a writing run's handle; safe to call twice)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __del__(self) -> None:  # a handle dropped without close() frees the store when collected
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def __enter__(self) -> ExperimentStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading ---------------------------------------------------------------------
+    @property
+    def model_id(self) -> str:
+        from berg_onnx.constants import DEFAULT_MODEL_ID
+
+        return str(self.root.attrs.get("model_id", DEFAULT_MODEL_ID))
+
+    @property
+    def source(self) -> dict[str, str]:
+        return dict(self.root.attrs.get("source") or {})
+
+    def arrays(self) -> list[str]:
+        """Names of the model arrays, e.g. ``sub-01/V1``."""
+        return [array_name(s, r) for s, r in _model_arrays(self.root)]
+
+    def responses(self, subject: int, roi: str) -> Any:
+        """The (N, nv) array of one model (read lazily), checked complete and in mask order."""
+        name = array_name(subject, roi)
+        try:
+            array = self.root[name]
+        except KeyError:
+            raise ModelNotFoundError(
+                f"{self.path} has no array {name}; it holds: {', '.join(self.arrays()) or 'none'}"
+            ) from None
+        order = array.attrs.get("voxel_order")
+        if order != VOXEL_ORDER:
+            raise ModelLoadError(
+                f"{self.path}/{name} states voxel_order {order!r}, not {VOXEL_ORDER!r}: its "
+                "columns cannot be put back in space"
+            )
+        if f"{DONE}/{name}" in self.root:  # the writer's completion records
+            missing = missing_chunks(self.root, subject, roi)
+            if missing:
+                n_chunks = self.root[f"{DONE}/{name}"].shape[0]
+                raise ModelLoadError(
+                    f"{self.path}/{name} is incomplete ({len(missing)} of {n_chunks} chunks "
+                    "not written); run the same `berg-onnx run` command again to finish it"
+                )
+        return array
+
+    def labels(self) -> list[str] | None:
+        """The row labels (file names as the OS gave them, or row indices), or None."""
+        if STIMULI not in self.root:
+            return None
+        return records.stored_labels(self.root)
+
+    def model_files(self, subject: int, roi: str) -> dict[str, str]:
+        return dict(self.root[array_name(subject, roi)].attrs.get("model_files") or {})
+
+    def failed_rows(self) -> list[tuple[str, str]]:
+        """(label, why) of every row whose image could not be read, in row order."""
+        if ERROR not in self.root:
+            return []
+        errors = np.asarray(self.root[ERROR][:])
+        rows = np.flatnonzero(errors != "")
+        if not len(rows):
+            return []
+        labels = self.labels() or []
+        return [(labels[i], str(errors[i])) for i in rows]
 
     # -- geometry --------------------------------------------------------------------
     @property
@@ -208,8 +452,31 @@ class ExperimentStore:
         """Whether every chunk of every model of this handle is recorded as complete."""
         return all(not self.missing_chunks(s, r) for s, r in self.models)
 
-    def write_chunk(self, subject: int, roi: str, chunk_index: int, rows: np.ndarray) -> None:
-        """Write all rows of one chunk, then record it complete (safe to repeat)."""
+    def write_rows(self, chunk_index: int, found: RowRecords) -> None:
+        """Record what reading one chunk's images found (a file set; before its chunks)."""
+        if SHA256 not in self.root:
+            return  # an array set: its one fingerprint is in the root attributes
+        start, stop = self.chunk_bounds(chunk_index)
+        if found.start != start or len(found.sha256) != stop - start:
+            raise InvalidParameterError(
+                f"records of rows {found.start}.. do not cover chunk {chunk_index}"
+            )
+        text = np.dtypes.StringDType()
+        self.root[ERROR][start:stop] = np.array(found.errors, dtype=text)
+        self.root[SHA256][start:stop] = np.array(found.sha256, dtype=text)
+        self.root[IDENTITY][start:stop] = found.identity
+        pause_point("rows-recorded")
+
+    def write_chunk(
+        self,
+        subject: int,
+        roi: str,
+        chunk_index: int,
+        rows: np.ndarray,
+        failed: np.ndarray | None = None,
+    ) -> None:
+        """Write all rows of one chunk (NaN where ``failed``), then record it complete
+        (safe to repeat)."""
         start, stop = self.chunk_bounds(chunk_index)
         name = array_name(subject, roi)
         array = self.root[name]
@@ -220,8 +487,13 @@ class ExperimentStore:
                 f"chunk {chunk_index} of {name} must be float32 {expected}, "
                 f"got {rows.dtype} {rows.shape}"
             )
+        if failed is not None and np.any(failed):
+            rows = rows.copy()
+            rows[np.asarray(failed, dtype=bool)] = np.nan  # an image that could not be read
         array[start:stop] = rows
+        pause_point("chunk-data")
         self.root[f"{DONE}/{name}"][chunk_index] = 1
+        pause_point("chunk-recorded")
 
     # -- layout ----------------------------------------------------------------------
     def _node(self, name: str) -> Any | None:
@@ -231,20 +503,30 @@ class ExperimentStore:
         except Exception:  # noqa: BLE001 - KeyError, or JSON/metadata errors of a torn write
             return None
 
-    def _ensure_stimuli(self, job: ExperimentJob) -> None:
+    def _apply(self, rec: records.Reconciled) -> None:
+        """A resumed file store brought up to date with the images given (records.py)."""
+        dirty = sorted({i // self.chunk_size for i in (*rec.changed, *rec.retried)})
+        if dirty:  # computed again, for every model the store holds
+            for subject, roi in _model_arrays(self.root):
+                done = self._node(f"{DONE}/{array_name(subject, roi)}")
+                if done is not None:
+                    for c in dirty:
+                        done[c] = 0
+        if rec.identities:  # the same bytes, moved or copied: their new identities
+            identity = self.root[IDENTITY]
+            values = np.asarray(identity[:], dtype=np.int64)
+            for i, ident in rec.identities.items():
+                values[i] = ident
+            identity[:] = values
+        if rec.old_root is not None:
+            self.root.attrs["stimulus_root"] = rec.stimuli.root
+
+    def _ensure_stimuli(self, stimuli: StimulusSet) -> bool:
+        """Write the labels unless recorded written; whether it wrote (so for each _ensure)."""
         marker = self._node(f"{DONE}/{STIMULI}")
         if marker is not None and _flag(marker, 0) == 1:
-            return
-        labels = np.array(job.stimuli.labels, dtype=np.dtypes.StringDType())
-        array = self.root.create_array(
-            STIMULI,
-            shape=labels.shape,
-            dtype=str,
-            chunks=(min(len(labels), _STIMULI_CHUNK),),
-            dimension_names=("image",),
-            overwrite=True,
-        )
-        array[:] = labels
+            return False
+        _labels_array(self.root, STIMULI, stimuli.labels)
         self.root.create_array(
             f"{DONE}/{STIMULI}",
             shape=(1,),
@@ -252,15 +534,66 @@ class ExperimentStore:
             dtype="uint8",
             fill_value=0,
             compressors=None,
+            dimension_names=("flag",),
             overwrite=True,
         )[0] = 1
+        return True
 
-    def _ensure_model(self, plan: ModelPlan) -> None:
+    def _ensure_records(self, stimuli: StimulusSet) -> bool:
+        """The per-image record arrays of a file set (created empty: '' = not read yet)."""
+        if stimuli.kind != "files" or all(
+            self._node(n) is not None for n in (SHA256, IDENTITY, ERROR)
+        ):
+            return False
+        group = self.root.require_group(IMAGES)
+        group.attrs.update(
+            {"description": "per-image records (internal): sha256, identity, read error"}
+        )
+        chunks = (self.chunk_size,)
+        for name in (ERROR, SHA256):
+            if self._node(name) is None:
+                self.root.create_array(
+                    name,
+                    shape=(self.n_images,),
+                    chunks=chunks,
+                    dtype=str,
+                    dimension_names=("image",),
+                    overwrite=True,
+                )
+        if self._node(IDENTITY) is None:
+            from berg_onnx.utils.fileio import IDENTITY_FIELDS
+
+            self.root.create_array(
+                IDENTITY,
+                shape=(self.n_images, len(IDENTITY_FIELDS)),
+                chunks=(self.chunk_size, len(IDENTITY_FIELDS)),
+                dtype="int64",
+                fill_value=0,
+                dimension_names=("image", "identity_field"),
+                attributes={"fields": list(IDENTITY_FIELDS)},
+                overwrite=True,
+            )
+        return True
+
+    def _ensure_model(self, plan: ModelPlan, voxel_space: VoxelSpace | None = None) -> bool:
         marker = f"{DONE}/{plan.name}"
         array = self._node(plan.name)
         if array is not None and self._node(marker) is not None:
             _check_model(array, plan, self.path)
-            return
+            return False
+        group = self.root.require_group(f"sub-{plan.subject:02d}")
+        group.attrs.update(
+            {
+                "subject": plan.subject,
+                "description": f"predicted responses of subject {plan.subject}, one array per ROI",
+            }
+        )
+        copy = self._node(f"sub-{plan.subject:02d}/{STIMULI}")
+        if copy is None or copy.shape != (self.n_images,):
+            _labels_array(group, STIMULI, self.stimuli.labels if self.stimuli else ())
+        coords = [STIMULI]
+        if voxel_space is not None:
+            coords += _write_voxel_coords(group, plan, *voxel_space(plan))
         # Created data first, record second: a record without its array never exists.
         self.root.create_array(
             plan.name,
@@ -269,7 +602,7 @@ class ExperimentStore:
             dtype="float32",
             fill_value=float("nan"),  # rows never written read as NaN
             dimension_names=("image", f"voxel_{plan.roi}"),
-            attributes=_model_attrs(plan),
+            attributes={**_model_attrs(plan), "coordinates": " ".join(coords)},
             overwrite=True,
         )
         self.root.create_array(
@@ -279,8 +612,131 @@ class ExperimentStore:
             dtype="uint8",
             fill_value=0,
             compressors=None,
+            dimension_names=("chunk",),
             overwrite=True,
         )
+        return True
+
+    def _consolidated_is_current(self) -> bool:
+        """Whether the consolidated metadata lists every model array (a run killed between
+        adding arrays and consolidating leaves it behind)."""
+        zarr = import_zarr()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                group = zarr.open_group(store=self.path, mode="r", use_consolidated=True)
+            listed = group.metadata.consolidated_metadata.flattened_metadata
+        except Exception:  # noqa: BLE001 - none, or unreadable: write it again
+            return False
+        wanted = {STIMULI} | {f"sub-{s:02d}" for s, _ in self.models}
+        wanted |= {array_name(s, r) for s, r in self.models}
+        return wanted <= set(listed)
+
+    def _consolidate(self) -> None:
+        """Rewrite the consolidated metadata (xarray's fast path) from the nodes' own."""
+        zarr = import_zarr()
+        with warnings.catch_warnings():
+            # zarr notes that v3 consolidation is not in the spec yet, and names
+            # leftover temporary files of writes cut short: neither matters here.
+            warnings.simplefilter("ignore")
+            zarr.consolidate_metadata(self.path)
+
+
+def _model_arrays(root: Any) -> list[tuple[int, str]]:
+    """(subject, roi) of every model array, by subject then ROI name."""
+    models = []
+    for name, group in sorted(root.groups()):
+        if not (name.startswith("sub-") and name[4:].isdigit()):
+            continue
+        for roi, array in sorted(group.arrays()):
+            if "voxel_order" in array.attrs:
+                models.append((int(name[4:]), roi))
+    return models
+
+
+def _labels_array(group: Any, name: str, labels: tuple[str, ...]) -> None:
+    text = np.array([label_text(x) for x in labels], dtype=np.dtypes.StringDType())
+    array = group.create_array(
+        name,
+        shape=text.shape,
+        dtype=str,
+        chunks=(max(1, min(len(text), _STIMULI_CHUNK)),),
+        dimension_names=("image",),
+        attributes={
+            "long_name": "stimulus: image path relative to stimulus_root, or row index",
+            "escaping": "label_text (berg_onnx.utils.outputs): \\\\ \\n \\r, \\xHH bytes",
+        },
+        overwrite=True,
+    )
+    array[:] = text
+
+
+def _write_voxel_coords(
+    group: Any, plan: ModelPlan, mask: np.ndarray, affine: np.ndarray
+) -> list[str]:
+    """The voxel coordinates of one model's array; returns the names of the non-index ones."""
+    mask = np.asarray(mask, dtype=bool)
+    flat = np.flatnonzero(mask.ravel(order="C"))
+    if len(flat) != plan.n_voxels:
+        raise ExperimentError(
+            f"the metadata of {plan.name} has {len(flat)} ROI voxels, its model {plan.n_voxels}"
+        )
+    ijk = np.stack(np.unravel_index(flat, mask.shape))
+    xyz = (np.asarray(affine, dtype=np.float64) @ np.vstack([ijk, np.ones(len(flat))]))[:3]
+    dim = f"voxel_{plan.roi}"
+    values = {
+        dim: (flat.astype(np.int64), {"long_name": "flat C-order index into the volume"}),
+        **{
+            f"{a}_{plan.roi}": (ijk[n].astype(np.int16), {"long_name": f"voxel index {a}"})
+            for n, a in enumerate("ijk")
+        },
+        **{
+            f"{a}_{plan.roi}": (
+                xyz[n].astype(np.float32),
+                {"units": "mm", "long_name": f"{a} in mm (fmri_affine of the voxel)"},
+            )
+            for n, a in enumerate("xyz")
+        },
+    }
+    for name, (data, attrs) in values.items():
+        group.create_array(
+            name,
+            shape=data.shape,
+            dtype=data.dtype,
+            chunks=data.shape,
+            dimension_names=(dim,),
+            attributes=attrs,
+            overwrite=True,
+        )[:] = data
+    return [n for n in values if n != dim]
+
+
+def _rows_to_compute(
+    root: Any | None,
+    job: ExperimentJob,
+    stimuli: StimulusSet,
+    chunk_size: int,
+    reconciled: records.Reconciled | None,
+) -> list[int]:
+    """Rows of the chunks some model of the job will compute (to check before writing)."""
+    n = len(stimuli)
+    n_chunks = -(-n // chunk_size)
+    if root is None:
+        return list(range(n))
+    chunks: set[int] = set()
+    for plan in job.models:
+        try:
+            chunks.update(missing_chunks(root, plan.subject, plan.roi))
+        except Exception:  # noqa: BLE001 - a model not in the store yet, or its record torn
+            return list(range(n))
+    if reconciled is not None:
+        chunks.update(i // chunk_size for i in (*reconciled.changed, *reconciled.retried))
+    return [
+        r
+        for c in sorted(chunks)
+        if c < n_chunks
+        for r in range(c * chunk_size, min(n, (c + 1) * chunk_size))
+    ]
 
 
 def _flag(done: Any, index: int) -> int:
@@ -290,7 +746,7 @@ def _flag(done: Any, index: int) -> int:
         return 0
 
 
-def _root_attrs(job: ExperimentJob, chunk_size: int) -> dict[str, Any]:
+def _root_attrs(job: ExperimentJob, stimuli: StimulusSet, chunk_size: int) -> dict[str, Any]:
     from berg_onnx._version import __version__
 
     attrs = {
@@ -300,13 +756,20 @@ def _root_attrs(job: ExperimentJob, chunk_size: int) -> dict[str, Any]:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "n_images": job.n_images,
+        "n_images": len(stimuli),
         "chunk_size": chunk_size,
-        "stimulus_kind": job.stimuli.kind,
-        "stimulus_fingerprint": job.stimuli.fingerprint,
+        "stimulus_kind": stimuli.kind,
+        "stimulus_fingerprint": stimuli.fingerprint,
+        "title": f"berg-onnx in silico experiment: {job.model_id} predicted fMRI responses",
+        "description": (
+            "One (image, voxel) array per subject and ROI (sub-XX/ROI), in the store's image "
+            f"order (stimuli); values are {UNITS}s; NaN rows: not computed yet, or an image "
+            "that could not be read (_images/error)"
+        ),
+        "coordinates": STIMULI,  # xarray: `stimuli` is the coordinate of dimension `image`
     }
-    if job.stimuli.root is not None:
-        attrs["stimulus_root"] = job.stimuli.root
+    if stimuli.root is not None:
+        attrs["stimulus_root"] = stimuli.root
     return attrs
 
 
@@ -320,6 +783,8 @@ def _model_attrs(plan: ModelPlan) -> dict[str, Any]:
         "voxel_order": VOXEL_ORDER,
         "model_id": plan.entry.model_id,
         "split_voxels": [s.nv for s in plan.entry.splits],
+        "units": UNITS,
+        "long_name": f"predicted response of sub-{plan.subject:02d} {plan.roi}",
     }
 
 
@@ -329,6 +794,13 @@ _START_OVER = "or pass --overwrite (overwrite=True) to start over"
 def _check_root(root: Any, job: ExperimentJob, path: str) -> None:
     attrs = root.attrs
     version = attrs.get("format_version")
+    if version == 1:
+        raise ExperimentError(
+            f"{path} was written by an earlier berg-onnx (store format 1, which knew images "
+            "only by path, size and modification time, not by content): it still reads "
+            "(xarray, volume, plot), but cannot be resumed or extended. Write another "
+            f"store, {_START_OVER}"
+        )
     if version != FORMAT_VERSION:
         raise ExperimentError(
             f"{path} is an experiment store of format version {version}; this berg-onnx "
@@ -340,17 +812,21 @@ def _check_root(root: Any, job: ExperimentJob, path: str) -> None:
             f"{path} holds {attrs.get('model_id')} responses, not {job.model_id}: "
             f"use another output path, {_START_OVER}"
         )
-    if (
+    kind = attrs.get("stimulus_kind")
+    if kind != job.stimuli.kind:
+        what = {"files": "image files", "array": "an array"}
+        raise ExperimentError(
+            f"{path} was started on {what.get(kind, kind)}, not {what[job.stimuli.kind]}: "
+            f"resume with the same images, use another output path, {_START_OVER}"
+        )
+    if kind == "array" and (
         attrs.get("n_images") != job.n_images
         or attrs.get("stimulus_fingerprint") != job.stimuli.fingerprint
     ):
-        files = job.stimuli.kind == "files"
-        what = "files (paths, sizes or modification times)" if files else "array"
         raise ExperimentError(
             f"{path} was started on a different image set ({attrs.get('n_images')} images, "
-            f"{attrs.get('stimulus_kind')}) than the one given ({job.n_images} images): "
-            f"the {what} changed. Resume with the same images, use another output path, "
-            f"{_START_OVER}"
+            f"array) than the one given ({job.n_images} images): the array changed. Resume "
+            f"with the same images, use another output path, {_START_OVER}"
         )
     if job.chunk_size is not None and job.chunk_size != attrs.get("chunk_size"):
         raise ExperimentError(

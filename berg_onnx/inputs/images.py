@@ -35,6 +35,7 @@ under a lock chosen by its identity.
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import warnings
@@ -86,9 +87,13 @@ def check_background(background: Any) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
-def load_image(source: ImageSource, background: tuple[int, int, int] = WHITE) -> np.ndarray:
+def load_image(
+    source: ImageSource, background: tuple[int, int, int] = WHITE, data: bytes | None = None
+) -> np.ndarray:
     """(3, H, W) uint8 of an image file or PIL image, converted as the module docstring says.
 
+    ``data``: the file's bytes, already read (the experiment runner hashes them
+    on the way); errors still name the file ``source``.
     Errors (missing file, not an image, truncated data, decompression bomb,
     unsupported mode, closed PIL image) are ``StimulusError``s naming the file.
     """
@@ -113,7 +118,7 @@ def load_image(source: ImageSource, background: tuple[int, int, int] = WHITE) ->
             except (OSError, SyntaxError, EOFError) as e:  # truncated or damaged data
                 raise StimulusError(f"Cannot decode {name}: {e}") from None
     path = Path(source)
-    img = open_image(path)
+    img = open_image(path, data)
     try:
         return _to_chw(img, background, str(path))
     except StimulusError:
@@ -124,14 +129,17 @@ def load_image(source: ImageSource, background: tuple[int, int, int] = WHITE) ->
         img.close()
 
 
-def open_image(path: Path) -> Any:
-    """A lazily decoded PIL image of ``path``; file, format and size problems as StimulusError."""
+def open_image(path: Path, data: bytes | None = None) -> Any:
+    """A lazily decoded PIL image of ``path`` (or of its bytes ``data``, already read); file,
+    format and size problems as StimulusError naming ``path``."""
     from PIL import Image, UnidentifiedImageError
 
+    if data is not None and not data:
+        raise StimulusError(f"Cannot read {path} as an image: the file is empty (0 bytes).")
     try:
         with _OPEN_LOCK, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(path)
+            return Image.open(path if data is None else io.BytesIO(data))
     except FileNotFoundError:
         if os.path.islink(path):
             raise StimulusError(f"Image file {path} is a broken symbolic link.") from None
@@ -144,11 +152,22 @@ def open_image(path: Path) -> Any:
             "decompression bombs; raise it yourself if you trust the file."
         ) from None
     except UnidentifiedImageError:
+        if data is None and _is_empty(path):
+            raise StimulusError(
+                f"Cannot read {path} as an image: the file is empty (0 bytes)."
+            ) from None
         raise StimulusError(
             f"Cannot read {path} as an image: Pillow does not recognise its format."
         ) from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise StimulusError(f"Cannot read {path} as an image: {e}") from None
+
+
+def _is_empty(path: Path) -> bool:
+    try:
+        return os.path.getsize(path) == 0
+    except OSError:
+        return False
 
 
 def _orientation(img: Any) -> int:

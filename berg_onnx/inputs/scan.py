@@ -15,7 +15,13 @@ same files in the same order. The rules (documented in the README):
   opener that is not a stub needing an external handler (BUFR, GRIB, HDF5,
   WMF). So ``.jfif``, ``.jpe``, ``.jp2``, ``.webp``, ``.avif`` count.
 - Symbolic links to files and folders are followed. A folder reached a
-  second time (a link loop, or two links to one folder) is scanned once.
+  second time (a link loop, two links to one folder, or a folder given
+  again, or inside another one given) is scanned once, in the whole scan.
+  A link to a file is a file of its own, under the link's name (a row of its
+  own: a stimulus shown twice), whether its target is in the tree or not.
+- The same path reached twice (a file named twice, or named and also found in
+  a folder given) is taken once, at its first place. Paths are compared
+  after making them absolute, without resolving links.
   Broken links and unreadable folders are reported, never silently dropped.
 
 Nothing here decodes an image: decoding errors are found while encoding.
@@ -38,6 +44,7 @@ NOT_AN_IMAGE = "not an image type"
 BROKEN_LINK = "broken symbolic link"
 SEEN_FOLDER = "folder already scanned (symbolic link loop or second link)"
 UNREADABLE = "unreadable folder"
+REPEATED = "given more than once (taken once)"
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,7 @@ class ScanResult:
                     s.path.suffix.lower() or "(none)" for s in self.skipped if s.reason == reason
                 )
                 detail = " (" + ", ".join(e for e, _ in exts.most_common(5)) + ")"
-            elif reason in (BROKEN_LINK, UNREADABLE, SEEN_FOLDER):
+            elif reason in (BROKEN_LINK, UNREADABLE, SEEN_FOLDER, REPEATED):
                 names = [str(s.path) for s in self.skipped if s.reason == reason]
                 more = f", +{len(names) - 3} more" if len(names) > 3 else ""
                 detail = ": " + ", ".join(names[:3]) + more
@@ -105,24 +112,48 @@ def scan_images(items: Iterable[str | os.PathLike[str]]) -> ScanResult:
     extensions = image_extensions()
     files: list[Path] = []
     skipped: list[Skipped] = []
+    seen: set[tuple[int, int]] = set()  # folders scanned, over the whole scan
+    taken: set[str] = set()  # absolute paths taken, links not resolved
+
+    def take(path: Path) -> None:
+        key = os.path.abspath(path)
+        if key in taken:
+            skipped.append(Skipped(path, REPEATED))
+        else:
+            taken.add(key)
+            files.append(path)
+
     for item in items:
         path = Path(item)
         if path.is_dir():
+            if _folder_key(path) in seen:
+                skipped.append(Skipped(path, REPEATED))
+                continue
             found: list[Path] = []
-            _walk(path, extensions, found, skipped, seen=set())
-            if not found:
+            before = len(skipped)
+            _walk(path, extensions, found, skipped, seen)
+            if not found and not any(s.reason == SEEN_FOLDER for s in skipped[before:]):
                 raise StimulusError(
                     f"no image files under {path} (looked for the extensions Pillow opens, "
                     "e.g. .jpg .png .tif .webp; hidden files are skipped)"
                 )
-            files += sorted(found)
+            for f in sorted(found):
+                take(f)
         elif path.is_file():
-            files.append(path)
+            take(path)
         elif os.path.islink(path):
             raise StimulusError(f"broken symbolic link: {path}")
         else:
             raise StimulusError(f"no such file or directory: {path}")
     return ScanResult(tuple(files), tuple(skipped))
+
+
+def _folder_key(folder: Path) -> tuple[int, int] | None:
+    try:
+        st = folder.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _walk(

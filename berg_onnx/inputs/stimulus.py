@@ -185,17 +185,31 @@ class Stimulus:
 
     def chunk(self, start: int, stop: int) -> np.ndarray:
         """Images start..stop as float32 (n, 3, 227, 227) in [0, 1], exactly as the original."""
-        size = (INPUT_SIZE, INPUT_SIZE)
         if self.array is not None:
-            rounded = resize_rounded(self.array[start:stop], size)
+            rounded = preprocess_array(self.array[start:stop])
         else:
-            rounded = np.zeros((stop - start, 3, *size), dtype=np.float32)
+            rounded = np.zeros((stop - start, 3, INPUT_SIZE, INPUT_SIZE), dtype=np.float32)
             for i in range(start, stop):
                 img = self.image(i)
                 if img is not None:
-                    rounded[i - start] = resize_rounded(img[None], size)[0]
+                    rounded[i - start] = preprocess_array(img[None])[0]
         rounded /= np.float32(255)
         return rounded
+
+
+def preprocess_array(images: np.ndarray) -> np.ndarray:
+    """(n, 3, 227, 227) float32 of whole values 0-255 from validated (n, 3, H, W) integer
+    images: the exact resize. With ``preprocess_image``, the one path from pixels to model
+    input (before the division by 255), for ``encode`` and for experiments."""
+    return resize_rounded(images, (INPUT_SIZE, INPUT_SIZE))
+
+
+def preprocess_image(
+    source: ImageSource, background: tuple[int, int, int] = WHITE, data: bytes | None = None
+) -> np.ndarray:
+    """(3, 227, 227) float32 of whole values 0-255 of one image file or PIL image: decoded
+    by ``load_image`` (``data``: the file's bytes, already read), then resized exactly."""
+    return preprocess_array(load_image(source, background, data)[None])[0]
 
 
 def as_stimulus(

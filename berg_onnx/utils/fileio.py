@@ -30,6 +30,35 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+#: What ``file_identity`` records: a file's size, modification and status-change times
+#: (ns) and inode. Any write to a file changes its ctime, which nobody can set back
+#: (restoring the mtime changes it too), so an unchanged identity means unchanged bytes.
+IDENTITY_FIELDS = ("size", "mtime_ns", "ctime_ns", "inode")
+
+
+def file_identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (int(st.st_size), int(st.st_mtime_ns), int(st.st_ctime_ns), int(st.st_ino))
+
+
+def read_hashed(path: str | os.PathLike[str]) -> tuple[bytes, str, tuple[int, int, int, int]]:
+    """A file's bytes, their sha256 (hex) and its identity, from one read of the open file."""
+    with open(path, "rb") as f:
+        identity = file_identity(os.fstat(f.fileno()))
+        data = f.read()
+    return data, hashlib.sha256(data).hexdigest(), identity
+
+
+def check_by_stat_then_hash(
+    path: str | os.PathLike[str], identity: tuple[int, ...], sha256: str
+) -> tuple[bool, tuple[int, int, int, int]]:
+    """(same bytes as recorded?, current identity): by stat alone when the identity is
+    unchanged, else by hashing the file (streamed). OSError if it cannot be read."""
+    current = file_identity(os.stat(path))
+    if tuple(current) == tuple(identity):
+        return True, current
+    return sha256_file(path) == sha256, current
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

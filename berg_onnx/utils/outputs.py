@@ -17,6 +17,11 @@ UTF-8 are written back as the same bytes (Python's ``surrogateescape``), so
 ``read_listing`` returns names that open the same files. A backslash is
 written as ``\\\\``, a newline as ``\\n`` and a carriage return as ``\\r``, so
 every row is exactly one line.
+
+Where names must be valid Unicode text (the ``stimuli`` labels of a Zarr
+experiment store), ``label_text`` escapes them the same way and also writes
+each byte that is not valid UTF-8 as ``\\xHH``; ``unescape_label`` reads both
+forms back to the name as the OS gave it.
 """
 
 from __future__ import annotations
@@ -60,12 +65,30 @@ def escape_label(label: str) -> str:
     return "".join(_ESCAPES.get(c, c) for c in label)
 
 
+def label_text(label: str) -> str:
+    """``escape_label``, plus each undecodable byte (a ``surrogateescape`` surrogate) as
+    ``\\xHH``: a name of any bytes as valid Unicode text, reversed by ``unescape_label``."""
+    out = []
+    for c in escape_label(label):
+        code = ord(c)
+        out.append(f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else c)
+    return "".join(out)
+
+
 def unescape_label(line: str) -> str:
     out, chars = [], iter(line)
     for c in chars:
         if c == "\\":
             nxt = next(chars, "")
-            out.append(_UNESCAPES.get(nxt, "\\" + nxt))
+            if nxt == "x":
+                hexa = "".join(next(chars, "") for _ in range(2))
+                try:
+                    byte = int(hexa, 16) if len(hexa) == 2 else -1
+                except ValueError:
+                    byte = -1
+                out.append(chr(0xDC00 + byte) if byte >= 0x80 else "\\x" + hexa)
+            else:
+                out.append(_UNESCAPES.get(nxt, "\\" + nxt))
         else:
             out.append(c)
     return "".join(out)

@@ -185,7 +185,9 @@ def test_an_error_in_a_task_fails_the_job_with_our_error(ray_cluster, berg, imag
     store = ExperimentStore.create_or_open(tmp_path / "bad.zarr", job)
     (folder / "3.png").write_bytes(b"not an image any more")  # after the up-front checks
     with pytest.raises(StimulusError, match="Cannot read .*3.png as an image"):
-        run_ray(berg, job, store, show_progress=False, options=RayOptions(ray_cluster.address))
+        run_ray(
+            berg.store, job, store, show_progress=False, options=RayOptions(ray_cluster.address)
+        )
     # the bad image's chunk is never recorded; the other may or may not have finished first
     assert 1 in store.missing_chunks(1, "V1")
 

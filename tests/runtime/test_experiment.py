@@ -90,10 +90,12 @@ def test_layout_and_attributes_follow_the_contract(grid, image_dir, export_dir):
 
     assert attrs["berg_onnx_version"] == berg_onnx.__version__
     # plan_experiment("all") skips nothing here: subject 2 has V1 only, which the grid has
-    assert sorted(root.group_keys()) == ["_done", "sub-01", "sub-02"]
+    assert sorted(root.group_keys()) == ["_done", "_images", "sub-01", "sub-02"]
     assert sorted(root.array_keys()) == ["stimuli"]
-    assert sorted(root["sub-01"].array_keys()) == ["FFA-1", "V1", "lateral"]
-    assert sorted(root["sub-02"].array_keys()) == ["V1"]
+    coords = {f"{c}_{r}" for r in ("FFA-1", "V1", "lateral") for c in "ijkxyz"}
+    coords |= {f"voxel_{r}" for r in ("FFA-1", "V1", "lateral")}
+    assert set(root["sub-01"].array_keys()) == {"FFA-1", "V1", "lateral", "stimuli"} | coords
+    assert ExperimentStore.open(path).arrays() == [f"sub-{s:02d}/{r}" for s, r in sorted(MODELS)]
 
     expected = sorted(
         p.relative_to(image_dir).as_posix() for p in image_dir.rglob("*.png")
@@ -181,17 +183,17 @@ def test_rerun_of_a_complete_store_does_nothing_quickly(grid, berg, image_dir):
 
 
 def test_preprocessing_runs_once_per_image(berg, image_dir, tmp_path, monkeypatch):
-    import berg_onnx.experiment.stimuli as grid_stimuli
+    # encode's preprocessing (inputs/stimulus.py) is the one path experiments use too:
+    # counting its resize counts every image an experiment resizes
     import berg_onnx.inputs.stimulus as encode_stimulus
 
     resized = []
-    real = grid_stimuli.resize_rounded
+    real = encode_stimulus.resize_rounded
 
     def counting(images, size=(227, 227)):  # the real resize, counted
         resized.append(len(images))
         return real(images, size)
 
-    monkeypatch.setattr(grid_stimuli, "resize_rounded", counting)
     monkeypatch.setattr(encode_stimulus, "resize_rounded", counting)
     report = berg.run(
         image_dir,
@@ -214,16 +216,27 @@ def test_preprocessing_runs_once_per_image(berg, image_dir, tmp_path, monkeypatc
     assert report.chunks_written == 2 and sum(resized) == 4
 
 
-def test_changed_images_are_refused(cli, berg, photos, tmp_path):
+def test_changed_image_is_named_and_only_its_chunk_recomputed(cli, berg, photos, tmp_path):
+    """Images are known by content: one changed pixel is found, named, and its chunk (only)
+    computed again; an image the store has no row for is refused by name."""
     folder = tmp_path / "imgs"
     paths = write_images(folder, photos[:6])
     store = tmp_path / "s.zarr"
     berg.run(folder, subjects=1, rois=["V1"], store=store, chunk_size=3, show_progress=False)
-    img = np.asarray(Image.open(paths[2])).copy()
+    before = zarr.open_group(store, mode="r")["sub-01/V1"][:]
+    img = np.asarray(Image.open(paths[4])).copy()
     img[0, 0] = 255 - img[0, 0]
-    Image.fromarray(img).save(paths[2])  # one pixel of one image changed
-    with pytest.raises(ExperimentError, match="different image set.*--overwrite"):
-        berg.run(folder, subjects=1, rois=["V1"], store=store, show_progress=False)
+    Image.fromarray(img).save(paths[4])  # one pixel of one image changed (row 4: chunk 1)
+    label = paths[4].relative_to(folder).as_posix()
+    report = berg.run(folder, subjects=1, rois=["V1"], store=store, show_progress=False)
+    assert report.chunks_written == 1 and report.complete
+    assert any("1 images changed" in n and label in n for n in report.notes), report.notes
+    after = zarr.open_group(store, mode="r")["sub-01/V1"][:]
+    assert np.array_equal(after[:3], before[:3])  # chunk 0 untouched
+    model = berg.get_encoding_model("fmri-nsd-fwrf", 1, {"roi": "V1"}, device="cpu")
+    labels = ExperimentStore.open(store).labels()
+    expected = berg.encode(model, [folder / x for x in labels], show_progress=False)
+    assert np.abs(after - expected).max() <= 1e-6
     run = cli(
         "run",
         str(folder),
@@ -237,10 +250,9 @@ def test_changed_images_are_refused(cli, berg, photos, tmp_path):
         str(berg.store.root),
         "--quiet",
     )
-    assert run.returncode == 1 and "different image set" in run.stderr
-    assert len(run.stderr.strip().splitlines()) == 1
+    assert run.returncode == 0 and "0 chunks written" in run.stdout, run.stderr
     (folder / "extra.png").write_bytes(paths[0].read_bytes())  # one image more
-    with pytest.raises(ExperimentError, match="7 images"):
+    with pytest.raises(ExperimentError, match=r"1 of the images given are not in .*extra\.png"):
         berg.run(folder, subjects=1, rois=["V1"], store=store, show_progress=False)
     report = berg.run(
         folder, subjects=1, rois=["V1"], store=store, overwrite=True, show_progress=False
@@ -273,11 +285,7 @@ def test_changed_model_files_are_refused(export_dir, photos, tmp_path):
         images, subjects=1, rois=["lateral"], store=store, show_progress=False
     )
     assert report.chunks_written == 1
-    assert sorted(zarr.open_group(store, mode="r")["sub-01"].array_keys()) == [
-        "FFA-1",
-        "V1",
-        "lateral",
-    ]
+    assert ExperimentStore.open(store).arrays() == ["sub-01/FFA-1", "sub-01/V1", "sub-01/lateral"]
 
 
 def test_sigkill_at_a_random_point_then_resume_gives_identical_arrays(export_dir, photos, tmp_path):
