@@ -31,6 +31,31 @@ def _voxels(items: list[str]) -> dict[str, int]:
     return out
 
 
+def _positive(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (v > 0 and v < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return v
+
+
+def _print_int8(manifest, subjects: list[int] | None, rois: list[str] | None) -> None:
+    """One line per converted model: its int8 scheme, error and speed-up, or why it has none."""
+    for entry in manifest.models.values():
+        if (subjects and entry.subject not in subjects) or (rois and entry.roi not in rois):
+            continue
+        if entry.onnx_int8 is not None and entry.int8_max_abs_vs_fp32 is not None:
+            scheme = (entry.int8_scheme or {}).get("name", "?")
+            print(
+                f"int8 {entry.key}: {scheme}, max abs {entry.int8_max_abs_vs_fp32:.3g} vs fp32, "
+                f"{entry.int8_speedup:.2f}x"
+            )
+        elif entry.int8_absent_reason:
+            print(f"int8 {entry.key}: absent, fp32 only: {entry.int8_absent_reason}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m export",
@@ -46,6 +71,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rois", nargs="+", default=None, help="default: all 23 ROIs")
     p.add_argument("--voxels", nargs="+", default=[], metavar="ROI=N", help="voxel counts")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--readout-scale",
+        type=_positive,
+        default=1.0,
+        help="multiply the readout weights (and responses' SD, ~0.1-0.3) by this",
+    )
+    p.add_argument(
+        "--rf-sharpness",
+        type=_positive,
+        default=1.0,
+        help="divide the receptive fields' widths by this (> 1 sharper, < 1 broader)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("convert", help="export a BERG directory to ONNX + npz + manifest")
@@ -54,7 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subjects", type=int, nargs="+", default=None)
     p.add_argument("--rois", nargs="+", default=None)
     p.add_argument(
-        "--int8", action="store_true", help="also write the opt-in int8-readout tier (~0.01 abs)"
+        "--int8",
+        nargs="?",
+        const="auto",
+        default=False,
+        choices=["auto", "require"],
+        help="also write the opt-in int8-readout tier, its scheme chosen per model by "
+        "measured error; a model no scheme suits keeps fp32 only (the reason is printed). "
+        "--int8=require makes that an error",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -75,14 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         if args.command == "synth":
-            from .synth import synthesize
+            from .synth import Scales, synthesize
 
             voxels = _voxels(args.voxels)
             subjects = [spec.check_subject(s) for s in args.subjects]
             rois = [spec.check_roi(r).name for r in (args.rois or spec.roi_names)]
             for roi in voxels:
                 spec.check_roi(roi)
-            files = synthesize(args.out, spec, subjects, rois, voxels, args.seed, not args.quiet)
+            scales = Scales(readout=args.readout_scale, rf_sharpness=args.rf_sharpness)
+            files = synthesize(
+                args.out, spec, subjects, rois, voxels, args.seed, not args.quiet, scales
+            )
             print(f"wrote {len(files)} files to {args.out} in {time.perf_counter() - start:.1f} s")
         elif args.command == "publish":
             from .publish import publish
@@ -116,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{len(manifest.models)} verified models in {args.out} "
                 f"(max abs diff vs PyTorch {worst:.2g}) in {time.perf_counter() - start:.1f} s"
             )
+            if args.int8:
+                rois = [spec.check_roi(r).name for r in args.rois] if args.rois else None
+                _print_int8(manifest, args.subjects, rois)
     except (BERGError, argparse.ArgumentTypeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
