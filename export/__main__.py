@@ -16,6 +16,8 @@ EPILOG = """examples:
   python -m export synth --out berg_dir --voxels V1=200 lateral=300 --seed 7
   python -m export convert --berg-dir berg_dir --out export_dir
   python -m export convert --berg-dir /data/berg --out export_dir --subjects 1 2 --rois V1
+  python -m export convert --berg-dir berg_dir --out export_dir --int8
+  python -m export convert --berg-dir berg_dir --out export_dir --int8=require
   python -m export publish export_dir --repo-id my-org/fmri-nsd-fwrf-onnx --dry-run
   python -m export demo --workdir berg-onnx-demo
 """
@@ -100,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         "measured error; a model no scheme suits keeps fp32 only (the reason is printed). "
         "--int8=require makes that an error",
     )
+    p.add_argument(
+        "--int8-max-abs",
+        type=_positive,
+        default=None,
+        metavar="X",
+        help="the int8 tier's tolerance against fp32 on natural photographs (default 0.03)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("publish", help="upload an export to a Hugging Face Hub repo")
@@ -154,9 +163,20 @@ def main(argv: list[str] | None = None) -> int:
 
             check_sources(args.berg_dir, spec, args.subjects, args.rois)  # before torch loads
             from .convert import convert
+            from .int8_select import Tolerance
 
+            tolerance = Tolerance(
+                **({} if args.int8_max_abs is None else {"max_abs_vs_fp32": args.int8_max_abs})
+            )
             manifest = convert(
-                args.berg_dir, args.out, spec, args.subjects, args.rois, not args.quiet, args.int8
+                args.berg_dir,
+                args.out,
+                spec,
+                args.subjects,
+                args.rois,
+                not args.quiet,
+                args.int8,
+                tolerance,
             )
             worst = max((m.max_abs_diff for m in manifest.models.values()), default=0.0)
             print(
