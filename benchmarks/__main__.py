@@ -334,7 +334,7 @@ def cold_start(berg_dir: Path, export_dir: Path, repeats: int) -> dict:
     wall_t, phases_t = timed_child("cold_torch", repeats, berg_dir=str(berg_dir), image_path=image)
     from benchmarks.coldstart import measure  # breakdown, min/median (issue 11)
 
-    breakdown = measure(export_dir, image, repeats=max(5, 2 * repeats))
+    breakdown = measure(export_dir, image, repeats=10)
     return {
         "berg": {"wall_s": wall_b, **phases_b},
         "torch": {"wall_s": wall_t, **phases_t},

@@ -16,7 +16,6 @@ from .constants import (
 )
 from .errors import InvalidParameterError, ModelNotFoundError
 from .manifest import ModelEntry, model_key
-from .metadata import load_npz
 from .model import EncodingModel, load_encoding_model
 from .session import CUDA, available_providers, check_device, default_threads
 from .store import LocalStore, Store
@@ -223,4 +222,6 @@ class BERG:
             return {r: self.get_model_metadata(model_id, subject, r) for r in available}
         spec, subject, roi = self._resolve(model_id, subject, roi)
         entry = self.store.manifest().get(spec.model_id, subject, roi)
+        from .metadata import load_npz  # not at import: zipfile is not needed to encode
+
         return load_npz(self.store.fetch(entry.metadata), nv=entry.nv)

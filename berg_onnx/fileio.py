@@ -7,9 +7,7 @@ interrupted run never leaves a half-written file under its final name.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,8 @@ _CHUNK = 1 << 20
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
+    import hashlib  # not at import: a cold start that hashes nothing skips loading OpenSSL
+
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(_CHUNK):
@@ -41,6 +41,8 @@ def atomic_path(final: str | os.PathLike[str], keep_name: bool = False) -> Itera
     file has the final name inside a hidden temporary folder, for writers that
     record their own file name (torch.save names its zip archive after it).
     """
+    import tempfile  # not at import: reading needs no temporary files
+
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     if keep_name:

@@ -26,10 +26,10 @@ concurrent processes never see a torn record; an unreadable record is ignored.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
+import zlib
 from pathlib import Path
 
 ENV_VERIFY_CACHE = "BERG_ONNX_VERIFY_CACHE"
@@ -56,8 +56,10 @@ def stamp(st: os.stat_result) -> list[int]:
 
 
 def _record_path(folder: Path, path: Path) -> Path:
-    key = hashlib.sha256(os.fsencode(path)).hexdigest()[:40]
-    return folder / f"{key}.json"
+    """One record per path; the record holds the path itself, so two paths sharing a
+    name only overwrite each other's record (costing a hash), never trust it."""
+    raw = os.fsencode(path)
+    return folder / f"{zlib.crc32(raw):08x}{zlib.adler32(raw):08x}.json"
 
 
 def _remembered(folder: Path | None, path: Path, st: os.stat_result, sha256: str) -> bool:
@@ -111,6 +113,8 @@ def check_file(path: str | os.PathLike[str], size: int, sha256: str) -> str | No
     folder = cache_dir()
     if _remembered(folder, path, st, sha256):
         return None
+    import hashlib  # only when hashing: loading OpenSSL costs a cold start ~2 ms
+
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         before = os.fstat(f.fileno())
