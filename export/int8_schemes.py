@@ -156,7 +156,12 @@ def quantize(src: Path, dst: Path, scheme: Scheme) -> int:
     inits = {i.name: i for i in graph.initializer}
     gemms = rf_gemms(model)
     if sorted(set(gemms.values())) != list(range(N_LAYERS)):
-        raise ValueError(f"{src.name}: expected receptive-field GEMMs for layers 0-2")
+        from .onnx_export import ExportError
+
+        raise ExportError(
+            f"{src.name}: expected the readout's receptive-field GEMMs (constants named "
+            "gt<layer>_<tile>) for layers 0-2; is it a graph written by this export?"
+        )
     nodes, new_inits, replaced, worst = [], [], set(), 0
     for i, node in enumerate(graph.node):
         level = scheme.layers[gemms[i]] if i in gemms else "fp32"
