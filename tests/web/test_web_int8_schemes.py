@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from webref import run_node_test, write_image, write_json
+from webref import WEB, node_binary, run_node_test, write_image, write_json
 
 from berg_onnx import BERG
 from berg_onnx.manifest import FileEntry, Manifest
@@ -27,6 +28,8 @@ from export.int8_schemes import Scheme, quantize  # noqa: E402
 from export.samples import photographs  # noqa: E402
 
 SCHEMES = {"V1": "s8x2/s8/fp32", "FFA-1": "fp32/s8x2/s8"}
+#: A model for which convert --int8 found no scheme: the page must say why.
+ABSENT = ("lateral", "no int8 scheme met the tolerance (a test's reason)")
 
 
 def _with_schemes(export_dir: Path, out: Path) -> Path:
@@ -40,6 +43,11 @@ def _with_schemes(export_dir: Path, out: Path) -> Path:
         manifest.add(
             dataclasses.replace(entry, onnx_int8=FileEntry.of(out, int8), int8_scheme=scheme)
         )
+    entry = manifest.get("fmri-nsd-fwrf", 1, ABSENT[0])
+    (out / entry.onnx_int8.name).unlink()
+    manifest.add(
+        dataclasses.replace(entry, onnx_int8=None, int8_scheme=None, int8_absent_reason=ABSENT[1])
+    )
     manifest.write(out / "manifest.json")
     return out
 
@@ -79,6 +87,22 @@ def test_mixed_int8_schemes_match_berg_onnx_in_node(export_dir, tmp_path):
             {"base": urls[0], "tampered": urls[1], "images": cases, "models": models},
         )
         assert run_node_test("encode.test.js", tmp_path) == len(models) + 3
+        # precision 'int8' on a model without the tier names the export's reason
+        script = (
+            'import { loadModel } from "./src/berg.js";'
+            f'loadModel("{urls[0]}", {{ subject: 1, roi: "{ABSENT[0]}", precision: "int8" }})'
+            '.then(() => process.exit(3), (e) => { console.log(e.name + ": " + e.message); });'
+        )
+        done = subprocess.run(
+            [node_binary(), "--input-type=module", "-e", script],
+            cwd=WEB,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.startswith("ModelNotFoundError: fmri-nsd-fwrf/sub-01/lateral has no")
+        assert f"has no int8 tier: {ABSENT[1]}. Use precision 'fp32'" in done.stdout
     finally:
         for s in servers:
             s.shutdown()
