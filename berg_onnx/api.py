@@ -21,7 +21,6 @@ from berg_onnx.source import cards
 from berg_onnx.source.catalog import ModelSpec, load_catalog
 from berg_onnx.source.local import LocalStore, Store
 from berg_onnx.source.manifest import ModelEntry, model_key
-from berg_onnx.source.metadata import load_npz
 
 SELECTION_KEYS = ("roi",)
 
@@ -264,4 +263,8 @@ class BERG:
             return {r: self.get_model_metadata(model_id, subject, r) for r in available}
         spec, subject, roi = self._resolve(model_id, subject, roi)
         entry = self.store.manifest().get(spec.model_id, subject, roi)
+        from berg_onnx.source.metadata import (
+            load_npz,  # not at import: zipfile is not needed to encode
+        )
+
         return load_npz(self.store.fetch(entry.metadata), nv=entry.nv)

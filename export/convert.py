@@ -13,7 +13,7 @@ import dataclasses
 import importlib.metadata
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +33,14 @@ from berg_onnx.utils.fileio import atomic_path, sha256_file
 
 from . import layout
 from .checkpoint import load_checkpoint, load_pickled_npy
-from .onnx_export import (
-    EXPORTER,
-    INT8_SCHEME,
-    INT8_TOLERANCE,
-    OPSET,
-    export_onnx,
-    quantize_readout,
-    verify,
-)
+from .int8_select import PROCEDURE, Calibration, Selection, Tolerance, select, speedup
+from .onnx_export import EXPORTER, OPSET, ExportError, export_onnx, reference_preprocess, verify
 from .reference import build_model
 from .samples import photographs
+
+#: Natural photographs the int8 choice is measured on, and how many of them are timed.
+CALIBRATION_IMAGES = 24
+SPEED_IMAGES = 3
 
 
 @dataclass(frozen=True)
@@ -106,18 +103,51 @@ def plan(
     return jobs
 
 
-def _up_to_date(
-    entry: ModelEntry | None, out_dir: Path, src_sha: list[str], meta_sha: str, int8: bool
-) -> bool:
-    if entry is None or (int8 and entry.onnx_int8 is None):
+def _up_to_date(entry: ModelEntry | None, out_dir: Path, src_sha: list[str], meta_sha: str) -> bool:
+    """Whether ``entry``'s files are intact and made from these sources (int8 aside)."""
+    if entry is None:
         return False
-    if int8 and entry.int8_scheme != INT8_SCHEME.as_dict():
-        return False  # an int8 file made with another (e.g. a saturating) scheme
     if [
         s.source_sha256 for s in entry.splits
     ] != src_sha or entry.metadata_source_sha256 != meta_sha:
         return False
     return all(f.problem(out_dir / f.name) is None for f in entry.files)
+
+
+def int8_current(entry: ModelEntry, tolerance: Tolerance | None = None) -> bool:
+    """Whether ``entry``'s int8 tier (or its recorded absence) was chosen by this
+    procedure with this tolerance: a tier made otherwise, e.g. with one fixed scheme
+    before per-model choice, is chosen again."""
+    sel = entry.int8_selection or {}
+    want = asdict(tolerance or Tolerance())
+    if sel.get("procedure") != PROCEDURE or sel.get("tolerance") != want:
+        return False
+    return entry.onnx_int8 is not None or bool(entry.int8_absent_reason)
+
+
+def calibration_images() -> tuple[np.ndarray, str]:
+    """The int8 choice's calibration set: natural photographs, preprocessed as verified."""
+    photos = photographs(256, CALIBRATION_IMAGES)
+    x = reference_preprocess(photos).numpy()
+    return x, (
+        f"{CALIBRATION_IMAGES} natural photographs (scikit-image's, crops and mirror images) "
+        f"at batch 1 and as one batch of {CALIBRATION_IMAGES}"
+    )
+
+
+def as_tolerance(tolerance: Tolerance | float | None) -> Tolerance:
+    """A Tolerance; a number sets only the check against PyTorch (``--int8-tolerance``)."""
+    if isinstance(tolerance, Tolerance):
+        return tolerance
+    return Tolerance() if tolerance is None else Tolerance(max_abs_vs_reference=float(tolerance))
+
+
+class _NoScheme(Exception):
+    """No scheme met the tolerance: aborts the int8 file's atomic write, carrying why."""
+
+    def __init__(self, selection: Selection) -> None:
+        super().__init__(selection.reason)
+        self.selection = selection
 
 
 def export_int8(
@@ -126,29 +156,53 @@ def export_int8(
     int8_name: str,
     reference: torch.nn.Module,
     photos: np.ndarray,
-    tolerance: float = INT8_TOLERANCE,
+    tolerance: Tolerance | float | None = None,
 ) -> dict[str, Any]:
-    """Quantise ``onnx_name`` into ``int8_name``, check and verify it; its ModelEntry fields.
+    """Choose ``onnx_name``'s int8 tier (``int8_select``) and write it to ``int8_name``;
+    its ModelEntry fields.
 
-    Raises (ExportError, or VerificationError with the figure) before the file
-    is renamed into place when the kernel bound or the tolerance fails.
+    When no scheme meets the tolerance, nothing is written (a stale ``int8_name``
+    is removed) and the fields say why in ``int8_absent_reason``. Raises
+    ExportError only for a broken graph or a kernel bound that could fail.
     """
-    with atomic_path(out_dir / int8_name) as tmp:
-        bound = quantize_readout(out_dir / onnx_name, tmp)
-        diff = verify(tmp, reference, photos, tolerance=tolerance).max_abs_diff
+    tol = as_tolerance(tolerance)
+    x, description = calibration_images()
+    calibration = Calibration(out_dir / onnx_name, x, description)
+    try:
+        with atomic_path(out_dir / int8_name) as tmp:
+            result = select(out_dir / onnx_name, tmp, reference, photos, calibration, tol)
+            if result.chosen is None:
+                raise _NoScheme(result)  # the temporary file is removed, nothing renamed
+    except _NoScheme as e:
+        (out_dir / int8_name).unlink(missing_ok=True)
+        return {
+            **_NO_INT8,
+            "int8_selection": e.selection.record(),
+            "int8_absent_reason": e.selection.reason,
+        }
+    trial = result.trial
+    assert trial is not None
     measured, flags = berg_onnx.utils.cpu.current()
+    speed = speedup(out_dir / onnx_name, out_dir / int8_name, x[:SPEED_IMAGES])
     return {
+        **_NO_INT8,
         "onnx_int8": FileEntry.of(out_dir, int8_name),
-        "int8_max_abs_diff": diff,
-        "int8_scheme": INT8_SCHEME.as_dict(),
-        "int8_tolerance": tolerance,
-        "int8_pair_bound": bound,
+        "int8_max_abs_diff": trial.vs_reference,
+        "int8_scheme": result.chosen.as_dict(),
+        "int8_tolerance": tol.max_abs_vs_reference,
+        "int8_pair_bound": trial.pair_bound,
         "int8_verified_on": {
             "cpu": berg_onnx.utils.cpu.model_name(),
             "class": measured,
             "flags": list(flags),
         },
-        "int8_verified_classes": berg_onnx.utils.cpu.int8_covered_classes(measured, bound),
+        "int8_verified_classes": berg_onnx.utils.cpu.int8_covered_classes(
+            measured, trial.pair_bound
+        ),
+        "int8_max_abs_vs_fp32": trial.max_abs_vs_fp32,
+        "int8_min_voxel_r": trial.min_voxel_r,
+        "int8_speedup": speed["speedup"],
+        "int8_selection": {**result.record(), "speed": speed},
     }
 
 
@@ -161,6 +215,11 @@ _NO_INT8: dict[str, Any] = {
     "int8_pair_bound": None,
     "int8_verified_on": None,
     "int8_verified_classes": (),
+    "int8_max_abs_vs_fp32": None,
+    "int8_min_voxel_r": None,
+    "int8_speedup": None,
+    "int8_selection": None,
+    "int8_absent_reason": None,
 }
 
 
@@ -170,13 +229,14 @@ def add_int8(
     spec: ModelSpec,
     subject: int,
     roi: str,
-    tolerance: float = INT8_TOLERANCE,
+    tolerance: Tolerance | float | None = None,
 ) -> ModelEntry:
-    """(Re)make the int8 tier of a model already exported to ``out_dir``.
+    """(Re)choose the int8 tier of a model already exported to ``out_dir``.
 
-    On failure the model's fp32 entry and files stay as they were (the int8
-    file is only renamed into place once verified), so a caller such as the
-    benchmark can report the failure and go on.
+    The model's fp32 entry and files stay as they were whatever happens (the
+    int8 file is only renamed into place once verified); when no scheme meets
+    the tolerance the entry records why (``int8_absent_reason``), so a caller
+    such as the benchmark can report it and go on.
     """
     berg_dir, out_dir = Path(berg_dir), Path(out_dir)
     catalog = berg_onnx.source.catalog.load_catalog()
@@ -198,7 +258,7 @@ def add_int8(
     int8_name = catalog.file_name("onnx_int8", spec.model_id, subject, roi)
     fields = export_int8(
         out_dir, entry.onnx.name, int8_name, reference, photographs(256, 8), tolerance
-    )
+    )  # an absent tier is a result, recorded like a chosen one
     manifest.add(dataclasses.replace(entry, **fields))
     manifest.write(manifest_path)
     return manifest.models[entry.key]
@@ -212,6 +272,7 @@ def convert_one(
     source_sha: Sequence[str],
     metadata_sha: str,
     int8: bool = False,
+    tolerance: Tolerance | float | None = None,
 ) -> ModelEntry:
     catalog = berg_onnx.source.catalog.load_catalog()
     checkpoints = [load_checkpoint(p) for p in job.sources]
@@ -243,7 +304,7 @@ def convert_one(
     int8_fields: dict[str, Any] = {}
     if int8:
         int8_name = catalog.file_name("onnx_int8", spec.model_id, job.subject, job.roi)
-        int8_fields = export_int8(out_dir, onnx_name, int8_name, reference, photos)
+        int8_fields = export_int8(out_dir, onnx_name, int8_name, reference, photos, tolerance)
     flat = flatten(meta)
     with atomic_path(out_dir / npz_name) as tmp:
         with open(tmp, "wb") as f:
@@ -285,6 +346,9 @@ def convert_one(
     )
 
 
+INT8_MODES = (False, True, "auto", "require")
+
+
 def convert(
     berg_dir: Path,
     out_dir: Path,
@@ -292,11 +356,23 @@ def convert(
     subjects: Sequence[int] | None = None,
     rois: Sequence[str] | None = None,
     progress: bool = True,
-    int8: bool = False,
+    int8: bool | str = False,
+    tolerance: Tolerance | float | None = None,
 ) -> Manifest:
-    """Export every (subject, ROI) found; ``int8`` adds the opt-in int8-readout tier."""
+    """Export every (subject, ROI) found.
+
+    ``int8`` True (or "auto") also chooses each model's int8-readout tier
+    (``int8_select``); a model for which no scheme meets the tolerance keeps its
+    fp32 files and its entry records why. "require" makes that an error, raised
+    once every model is written (``int8_absent``). A model whose fp32 export is
+    up to date only has its int8 tier chosen.
+    """
     from tqdm.auto import tqdm
 
+    if int8 not in INT8_MODES:
+        raise InvalidParameterError(f"int8 must be one of {INT8_MODES}, got {int8!r}")
+    want_int8 = bool(int8)
+    tol = as_tolerance(tolerance)
     berg_dir, out_dir = Path(berg_dir), Path(out_dir)
     jobs = plan(berg_dir, spec, subjects, rois)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -309,11 +385,34 @@ def convert(
         key = berg_onnx.source.manifest.model_key(spec.model_id, job.subject, job.roi)
         src_sha = [sha256_file(p) for p in job.sources]
         meta_sha = sha256_file(job.metadata)
-        if _up_to_date(manifest.models.get(key), out_dir, src_sha, meta_sha, int8):
+        entry = manifest.models.get(key)
+        if _up_to_date(entry, out_dir, src_sha, meta_sha):
+            if not want_int8 or int8_current(entry, tol):
+                continue
+            add_int8(berg_dir, out_dir, spec, job.subject, job.roi, tol)
+            manifest = Manifest.load(manifest_path)
             continue
         if manifest.models.pop(key, None) is not None:
             manifest.write(manifest_path)  # a failure below must leave no stale entry
-        manifest.add(convert_one(job, spec, out_dir, photos, src_sha, meta_sha, int8))
+        manifest.add(convert_one(job, spec, out_dir, photos, src_sha, meta_sha, want_int8, tol))
         manifest.write(manifest_path)
     manifest.write(manifest_path)
+    if int8 == "require":
+        missing = int8_absent(manifest, [(spec.model_id, j.subject, j.roi) for j in jobs])
+        if missing:
+            raise ExportError(
+                f"--int8=require: {len(missing)} model(s) have no int8 tier (their fp32 "
+                "files are written): " + "; ".join(f"{k}: {why}" for k, why in missing.items())
+            )
     return manifest
+
+
+def int8_absent(manifest: Manifest, models: Sequence[tuple[str, int, str]]) -> dict[str, str]:
+    """{key: reason} of ``models`` whose int8 tier is absent because no scheme met the
+    tolerance."""
+    out = {}
+    for model_id, subject, roi in models:
+        entry = manifest.models.get(berg_onnx.manifest.model_key(model_id, subject, roi))
+        if entry is not None and entry.onnx_int8 is None and entry.int8_absent_reason:
+            out[entry.key] = entry.int8_absent_reason
+    return out

@@ -174,7 +174,9 @@ class Int8Scheme:
         return {**asdict(self), "op_types": list(self.op_types)}
 
 
-#: The int8 tier's quantisation, chosen so that no onnxruntime kernel can saturate (see
+#: The single int8 scheme of exports made before per-model choice (``int8_select``; its
+#: ``s8/s8/s8`` is this scheme bit for bit), kept with ``quantize_readout`` for the
+#: kernel tests. It was chosen so that no onnxruntime kernel can saturate (see
 #: export/int8_kernels.py): int8 weights per voxel column in onnxruntime's reduced
 #: range [-64, 64], asymmetric (the softmax weights are >= 0, so a zero point at
 #: -64 gives them 129 levels instead of the 65 a symmetric scale leaves), and u8

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import collections
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,27 @@ VOLUME_SHAPE = (81, 104, 83)
 AFFINE = np.diag([1.8, 1.8, 1.8, 1.0])
 N_TRAIN, N_VAL, N_TEST = 9000, 485, 515
 N_CALIBRATION = 16
+
+
+@dataclass(frozen=True)
+class Scales:
+    """Where the weights sit, for BERG directories at scales the defaults do not cover.
+
+    ``readout`` multiplies every readout weight and bias (so also the responses'
+    per-voxel SD, ~0.1-0.3 at 1.0); ``rf_sharpness`` divides the receptive
+    fields' widths (> 1: sharper, fewer feature-map pixels per voxel; < 1:
+    broader). The defaults write the same bytes as before they existed.
+    """
+
+    readout: float = 1.0
+    rf_sharpness: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("readout", "rf_sharpness"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
+                raise ValueError(f"Scales.{name} must be a finite number > 0, got {v!r}")
+
 
 #: Key order of the original checkpoints' encoder state dicts.
 ENCODER_KEY_ORDER = (
@@ -115,10 +137,12 @@ def _encoder_state(rng: np.random.Generator, mu: np.ndarray, calib: torch.Tensor
     )
 
 
-def _receptive_fields(rng: np.random.Generator, nv: int) -> dict[str, torch.Tensor]:
+def _receptive_fields(
+    rng: np.random.Generator, nv: int, sharpness: float = 1.0
+) -> dict[str, torch.Tensor]:
     """log-Gaussian bumps at one random centre per voxel, shared across the three layers."""
     cy, cx = rng.uniform(0.15, 0.85, (2, nv, 1, 1))
-    sigma = rng.uniform(0.04, 0.25, (nv, 1, 1))
+    sigma = rng.uniform(0.04, 0.25, (nv, 1, 1)) / sharpness
     out = {}
     for k, side in enumerate((27, 25, 13)):
         grid = (np.arange(side) + 0.5) / side
@@ -129,10 +153,15 @@ def _receptive_fields(rng: np.random.Generator, nv: int) -> dict[str, torch.Tens
 
 
 def _readout_state(
-    rng: np.random.Generator, nv: int, encoder: Mapping[str, torch.Tensor], calib: torch.Tensor
+    rng: np.random.Generator,
+    nv: int,
+    encoder: Mapping[str, torch.Tensor],
+    calib: torch.Tensor,
+    scales: Scales = Scales(),
 ) -> collections.OrderedDict:
-    """Readout whose responses to ``calib`` have per-voxel SD ~0.1-0.3 and mean ~0."""
-    rfs = _receptive_fields(rng, nv)
+    """Readout whose responses to ``calib`` have per-voxel SD ~0.1-0.3 (times
+    ``scales.readout``) and mean ~0."""
+    rfs = _receptive_fields(rng, nv, scales.rf_sharpness)
     enc = Encoder()
     enc.load_state_dict(encoder)
     enc.eval()
@@ -154,6 +183,8 @@ def _readout_state(
     scale = _round_sig(rng.uniform(0.09, 0.2, nv) / sd)
     w = w * scale[:, None]
     b = _round_sig(-preds.mean(axis=0) * scale + rng.normal(0, 0.05, nv))
+    if scales.readout != 1.0:
+        w, b = w * scales.readout, _round_sig(b * scales.readout)
     state = collections.OrderedDict(rfs)
     state["w"] = torch.from_numpy(w.astype(np.float32))
     state["b"] = torch.from_numpy(b.astype(np.float32))
@@ -237,7 +268,13 @@ def split_sizes(nv: int, splits: int) -> list[int]:
 
 
 def synthesize_roi(
-    berg_dir: Path, spec: ModelSpec, subject: int, roi: str, nv: int, seed: int
+    berg_dir: Path,
+    spec: ModelSpec,
+    subject: int,
+    roi: str,
+    nv: int,
+    seed: int,
+    scales: Scales = Scales(),
 ) -> list[Path]:
     """Write one ROI's checkpoint(s) and metadata; returns the files written."""
     roi_index = spec.roi_names.index(roi)
@@ -252,7 +289,7 @@ def synthesize_roi(
     for split, (path, n) in enumerate(zip(paths, split_sizes(nv, splits), strict=True), start=1):
         rng = np.random.default_rng([seed, subject, roi_index, split])
         enc = _encoder_state(rng, mu, calib)
-        readout = _readout_state(rng, n, enc, calib)
+        readout = _readout_state(rng, n, enc, calib, scales)
         ckpt = _checkpoint(subject, roi, split, splits, enc, readout, mu, rng)
         with atomic_path(path, keep_name=True) as tmp:  # the zip's folder is named after it
             torch.save(ckpt, tmp)
@@ -280,6 +317,7 @@ def synthesize(
     voxels: Mapping[str, int] | None = None,
     seed: int = 0,
     progress: bool = True,
+    scales: Scales = Scales(),
 ) -> list[Path]:
     from tqdm.auto import tqdm
 
@@ -290,5 +328,5 @@ def synthesize(
     for subject, roi in bar:
         bar.set_postfix_str(f"sub-{subject:02d} {roi}")
         nv = voxels.get(roi, default_voxels(spec, subject, roi))
-        written += synthesize_roi(berg_dir, spec, subject, roi, nv, seed)
+        written += synthesize_roi(berg_dir, spec, subject, roi, nv, seed, scales)
     return written

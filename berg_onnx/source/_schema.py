@@ -168,6 +168,16 @@ def _model(key: str, v: Any, where: str) -> None:
     _str(entry["exporter"], f"{where}.exporter", limit=1024)
     _number(entry["max_abs_diff"], f"{where}.max_abs_diff")
     _number(entry.get("int8_max_abs_diff"), f"{where}.int8_max_abs_diff", optional=True)
+    for k in ("int8_max_abs_vs_fp32", "int8_speedup"):
+        _number(entry.get(k), f"{where}.{k}", optional=True)
+    r = entry.get("int8_min_voxel_r")
+    if r is not None and (type(r) not in (int, float) or not -1 <= r <= 1):
+        raise _Bad(f"{where}.int8_min_voxel_r", f"expected a number in -1..1, got {_show(r)}")
+    reason = entry.get("int8_absent_reason")
+    if reason is not None:
+        _str(reason, f"{where}.int8_absent_reason", limit=4096)
+        if entry.get("onnx_int8") is not None:
+            raise _Bad(where, "has both onnx_int8 and int8_absent_reason")
     verification = entry.get("verification", {})
     _dict(verification, f"{where}.verification")
     _small(verification, f"{where}.verification")

@@ -12,6 +12,7 @@ from typing import Protocol
 from berg_onnx.errors import ModelLoadError, ModelNotFoundError
 from berg_onnx.source.catalog import load_catalog
 from berg_onnx.source.manifest import FileEntry, Manifest
+from berg_onnx.utils.verified import check_file
 
 
 class ModelSource(Protocol):
@@ -44,7 +45,7 @@ class LocalStore:
         self.root = Path(root).expanduser()
         self._manifest: Manifest | None = None
         self._manifest_stamp: tuple[int, ...] | None = None
-        self._verified: dict[Path, tuple[int, int]] = {}  # path -> (size, mtime_ns) checked
+        self._verified: dict[Path, tuple[int, ...]] = {}  # path -> stat stamp checked
 
     def describe(self) -> str:
         return f"export directory {self.root}"
@@ -87,9 +88,10 @@ class LocalStore:
             raise ModelNotFoundError(
                 f"{path} is listed in the manifest but missing; re-run the export."
             ) from None
-        stamp = (st.st_size, st.st_mtime_ns)
+        stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         if self._verified.get(path) != stamp:
-            problem = entry.problem(path)
+            # hashed, unless the user's cache recorded this very stamp as verified
+            problem = check_file(path, entry.size, entry.sha256)
             if problem:
                 raise ModelLoadError(f"{problem}; the export is corrupt or was modified.")
             self._verified[path] = stamp

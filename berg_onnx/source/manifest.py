@@ -79,12 +79,22 @@ class ModelEntry:
     #: how it was quantised, the tolerance its max abs difference passed, the worst
     #: |u8 x s8 pair sum| its weights allow in AVX2's int16 stage (<= 32767: no
     #: kernel saturates), the CPU it was measured on ({"cpu", "class", "flags"}), and
-    #: the berg_onnx.cpu kernel classes its integer results are proven identical on.
+    #: the berg_onnx.utils.cpu kernel classes its integer results are proven identical on.
     int8_scheme: dict[str, Any] | None = None
     int8_tolerance: float | None = None
     int8_pair_bound: int | None = None
     int8_verified_on: dict[str, Any] | None = None
     int8_verified_classes: tuple[str, ...] = ()
+    #: How ``convert --int8`` chose the tier (optional; absent before per-model choice):
+    #: the chosen scheme's max abs difference from the fp32 graph and its lowest
+    #: per-voxel correlation with it on natural photographs, its speed-up over fp32
+    #: where it was measured, the procedure with every candidate tried, and, when no
+    #: scheme met the tolerance (no ``onnx_int8`` then), the reason in one line.
+    int8_max_abs_vs_fp32: float | None = None
+    int8_min_voxel_r: float | None = None
+    int8_speedup: float | None = None
+    int8_selection: dict[str, Any] | None = None
+    int8_absent_reason: str | None = None
 
     @property
     def key(self) -> str:
@@ -101,6 +111,11 @@ class ModelEntry:
             return self.onnx
         if precision == "int8" and self.onnx_int8 is not None:
             return self.onnx_int8
+        if precision == "int8" and self.int8_absent_reason:
+            raise ModelNotFoundError(
+                f"{self.key} has no int8 tier: {self.int8_absent_reason}. "
+                "Use precision='fp32' for this model."
+            )
         if precision == "int8":
             raise ModelNotFoundError(
                 f"{self.key} has no int8 variant in this export; re-export with "
@@ -134,6 +149,11 @@ class ModelEntry:
             int8_pair_bound=d.get("int8_pair_bound"),
             int8_verified_on=d.get("int8_verified_on"),
             int8_verified_classes=tuple(d.get("int8_verified_classes") or ()),
+            int8_max_abs_vs_fp32=d.get("int8_max_abs_vs_fp32"),
+            int8_min_voxel_r=d.get("int8_min_voxel_r"),
+            int8_speedup=d.get("int8_speedup"),
+            int8_selection=d.get("int8_selection"),
+            int8_absent_reason=d.get("int8_absent_reason"),
         )
 
 

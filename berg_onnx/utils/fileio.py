@@ -10,9 +10,7 @@ byte of data is mapped. Bottom layer: imports only ``errors``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,8 @@ _CHUNK = 1 << 20
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
+    import hashlib  # not at import: a cold start that hashes nothing skips loading OpenSSL
+
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(_CHUNK):
@@ -42,6 +42,8 @@ def file_identity(st: os.stat_result) -> tuple[int, int, int, int]:
 
 def read_hashed(path: str | os.PathLike[str]) -> tuple[bytes, str, tuple[int, int, int, int]]:
     """A file's bytes, their sha256 (hex) and its identity, from one read of the open file."""
+    import hashlib
+
     with open(path, "rb") as f:
         identity = file_identity(os.fstat(f.fileno()))
         data = f.read()
@@ -75,6 +77,8 @@ def atomic_path(final: str | os.PathLike[str], keep_name: bool = False) -> Itera
     file has the final name inside a hidden temporary folder, for writers that
     record their own file name (torch.save names its zip archive after it).
     """
+    import tempfile  # not at import: reading needs no temporary files
+
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     if keep_name:

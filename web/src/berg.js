@@ -94,6 +94,13 @@ function onnxEntry(entry, precision) {
   if (precision === "fp32") return entry.onnx;
   if (precision === "int8") {
     if (entry.onnx_int8) return entry.onnx_int8;
+    if (typeof entry.int8_absent_reason === "string" && entry.int8_absent_reason) {
+      // convert --int8 measured every scheme and none met the tolerance for this model
+      throw new ModelNotFoundError(
+        `${modelKey(entry.model_id, entry.subject, entry.roi)} has no int8 tier: ` +
+          `${entry.int8_absent_reason}. Use precision 'fp32' for this model.`,
+      );
+    }
     throw new ModelNotFoundError(
       `${modelKey(entry.model_id, entry.subject, entry.roi)} has no int8 variant in this ` +
         "export; re-export with `python -m export convert ... --int8` or use precision 'fp32'.",
