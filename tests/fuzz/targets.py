@@ -103,20 +103,20 @@ def _golden_storages() -> dict[str, bytes]:
 
 
 def pickle_target(data: bytes) -> None:
-    from export.checkpoint import _CHECKPOINT_GLOBALS, _unpickle
+    from export.unpickler import CHECKPOINT_GLOBALS, LazyStorage, short_repr, unpickle
 
     storages = _golden_storages()
 
-    def storage(key: str, dtype: np.dtype, numel: int) -> np.ndarray:
+    def storage(key: str, dtype: np.dtype, numel: int) -> LazyStorage:
         raw = storages.get(key)
         if raw is None or len(raw) != numel * dtype.itemsize:
             from berg_onnx.errors import ModelLoadError
 
             raise ModelLoadError(f"fuzz: storage {key} does not match")
-        return np.frombuffer(raw, dtype=dtype, count=numel)
+        return LazyStorage(key, dtype, numel)
 
     try:
-        _unpickle(data, _CHECKPOINT_GLOBALS, "fuzz-input", storage)
+        short_repr(unpickle(data, CHECKPOINT_GLOBALS, "fuzz-input", storage))
     except BERGError:
         return
 
