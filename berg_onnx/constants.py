@@ -71,3 +71,19 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+#: Largest (N, nv) float32 output encode() allocates, in bytes (default: half of the memory
+#: available when asked; see utils/memory.py). Larger ones are refused before any work.
+ENV_MAX_OUTPUT_BYTES = "BERG_ONNX_MAX_OUTPUT_BYTES"
+#: Largest image, in pixels (width x height), that is decoded or taken from a .npy array:
+#: files, PIL images and array stimuli alike (default below).
+ENV_MAX_IMAGE_PIXELS = "BERG_ONNX_MAX_IMAGE_PIXELS"
+#: 50 megapixels: a 48 MP phone photo fits; its decoded RGBA plus the (3, H, W) result
+#: stay within ~350 MB. Pillow's own bomb limit (~89 MP) applies as well.
+MAX_IMAGE_PIXELS = 50_000_000
+
+
+def max_image_pixels() -> int:
+    """The image pixel limit: $BERG_ONNX_MAX_IMAGE_PIXELS, else MAX_IMAGE_PIXELS."""
+    return env_positive_int(ENV_MAX_IMAGE_PIXELS) or MAX_IMAGE_PIXELS

@@ -20,13 +20,24 @@ import numpy as np
 
 from berg_onnx.brain.volume import write_nifti
 from berg_onnx.constants import DEFAULT_MODEL_ID
-from berg_onnx.errors import ModelLoadError, ModelNotFoundError
-from berg_onnx.experiment.store import DONE, import_zarr, missing_chunks
-from berg_onnx.utils.outputs import read_listing
+from berg_onnx.errors import BERGError, ModelLoadError, ModelNotFoundError
+from berg_onnx.experiment.store import (
+    DONE,
+    STIMULI,
+    check_geometry,
+    check_model_array,
+    check_stimuli_array,
+    import_zarr,
+    missing_chunks,
+)
+from berg_onnx.utils.outputs import read_listing_bounded
 
 #: The run store's statement of its voxel order (the store's contract).
 VOXEL_ORDER = "roi_mask_volume C-order"
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+#: Labels read per piece, and the longest label kept (a file path; longer ones are cut).
+_LABEL_PIECE = 1 << 16
+_MAX_LABEL = 4096
 
 
 def is_store(path: str | Path) -> bool:
@@ -89,8 +100,16 @@ class RunStore:
                 f"{self.path}/{name} states voxel_order {order!r}, not {VOXEL_ORDER!r}: its "
                 "columns cannot be put back in space"
             )
+        try:  # the contract of experiment/store.py, before a byte is trusted
+            n_images, chunk_size = check_geometry(self.root.attrs, str(self.path))
+            check_model_array(array, n_images, chunk_size, f"{self.path}/{name}")
+        except BERGError as e:
+            raise ModelLoadError(str(e)) from None
         if f"{DONE}/{name}" in self.root:  # the writer's completion records (experiment/store.py)
-            missing = missing_chunks(self.root, subject, roi)
+            try:
+                missing = missing_chunks(self.root, subject, roi)
+            except BERGError as e:
+                raise ModelLoadError(str(e)) from None
             if missing:
                 n_chunks = self.root[f"{DONE}/{name}"].shape[0]
                 raise ModelLoadError(
@@ -100,9 +119,20 @@ class RunStore:
         return array
 
     def labels(self) -> list[str] | None:
-        if "stimuli" not in self.root:
+        """The row labels, checked one per image and read in bounded pieces."""
+        if STIMULI not in self.root:
             return None
-        return [str(s) for s in self.root["stimuli"][:]]
+        try:
+            n_images, _ = check_geometry(self.root.attrs, str(self.path))
+            check_stimuli_array(self.root, n_images, str(self.path))
+        except BERGError as e:
+            raise ModelLoadError(str(e)) from None
+        stimuli = self.root[STIMULI]
+        labels: list[str] = []
+        step = _LABEL_PIECE
+        for lo in range(0, n_images, step):
+            labels += [str(s)[:_MAX_LABEL] for s in stimuli[lo : min(n_images, lo + step)]]
+        return labels
 
     def model_files(self, subject: int, roi: str) -> dict[str, str]:
         return dict(self.root[_array_name(subject, roi)].attrs.get("model_files") or {})
@@ -135,8 +165,8 @@ def labels_beside(listing: Path, shape: tuple[int, ...]) -> list[str] | None:
     """The encode output's row labels, when the listing beside it matches its rows."""
     if not listing.is_file() or len(shape) != 2:
         return None
-    lines = read_listing(listing)  # escaped names as encode wrote them (outputs.py)
-    return lines if len(lines) == shape[0] else None
+    # escaped names as encode wrote them (outputs.py), never more lines than rows
+    return read_listing_bounded(listing, shape[0])
 
 
 def describe_responses(model_id: str, subject: int, rois: Sequence[str]) -> str:

@@ -70,8 +70,9 @@ def _open_root(zarr: Any, path: str, mode: str) -> Any | None:
         return zarr.open_group(store=path, mode=mode)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
         return None
-    except (ValueError, json.JSONDecodeError) as e:
-        raise ExperimentError(f"{path} is not a readable Zarr store ({e})") from None
+    except (ValueError, TypeError, KeyError, RecursionError, json.JSONDecodeError) as e:
+        text = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ExperimentError(f"{path} is not a readable Zarr store ({text})") from None
 
 
 def _only_half_written_root(path: str) -> bool:
@@ -86,24 +87,34 @@ def _ours(root: Any) -> bool:
 
 def missing_chunks(root: Any, subject: int, roi: str) -> list[int]:
     """Indices of the chunks of (subject, roi) not recorded complete in an opened store's
-    root group (readers use it too: a record cut short by a kill reads as "not done")."""
-    done = root[f"{DONE}/{array_name(subject, roi)}"]
-    try:
-        flags = done[:]
-    except Exception:  # noqa: BLE001 - a record cut short by a kill reads as "not done"
-        flags = np.array([_flag(done, i) for i in range(done.shape[0])])
-    return [int(i) for i in np.flatnonzero(flags != 1)]
+    root group (readers use it too: a record cut short by a kill reads as "not done").
+
+    The record is checked against the store's geometry first (its length in O(1)), and
+    a chunk counts as complete only when its record says 1 *and* its rows were written
+    (a chunk object exists): a record forged over unwritten rows reads as not done.
+    """
+    name = array_name(subject, roi)
+    n_images, chunk_size = check_geometry(root.attrs, _where(root))
+    n_chunks = -(-n_images // chunk_size)
+    done = root[f"{DONE}/{name}"]
+    check_record(done, n_chunks, f"{_where(root)}/{DONE}/{name}")
+    candidates = _written_chunks(done)
+    data = _written_chunks(root[name])
+    if candidates is None or data is None:  # a store that cannot be listed: read the records
+        candidates = range(n_chunks)
+    else:
+        candidates = sorted(candidates & data)
+    complete = {i for i in candidates if _flag(done, i) == 1}
+    return [i for i in range(n_chunks) if i not in complete]
 
 
 class ExperimentStore:
     """An opened experiment store: chunk geometry, completion records, whole-chunk writes."""
 
     def __init__(self, root: Any, path: str, models: tuple[tuple[int, str], ...]) -> None:
-        attrs = root.attrs
         self.root = root
         self.path = path
-        self.n_images = int(attrs["n_images"])
-        self.chunk_size = int(attrs["chunk_size"])
+        self.n_images, self.chunk_size = check_geometry(root.attrs, path)
         #: (subject, roi) of the arrays this handle is about (the job's, or all of them)
         self.models = models
 
@@ -220,7 +231,7 @@ class ExperimentStore:
                 f"chunk {chunk_index} of {name} must be float32 {expected}, "
                 f"got {rows.dtype} {rows.shape}"
             )
-        array[start:stop] = rows
+        _writing_every_chunk(array)[start:stop] = rows  # a chunk of NaN rows is written too
         self.root[f"{DONE}/{name}"][chunk_index] = 1
 
     # -- layout ----------------------------------------------------------------------
@@ -234,6 +245,7 @@ class ExperimentStore:
     def _ensure_stimuli(self, job: ExperimentJob) -> None:
         marker = self._node(f"{DONE}/{STIMULI}")
         if marker is not None and _flag(marker, 0) == 1:
+            check_stimuli_array(self.root, self.n_images, self.path)
             return
         labels = np.array(job.stimuli.labels, dtype=np.dtypes.StringDType())
         array = self.root.create_array(
@@ -258,7 +270,10 @@ class ExperimentStore:
     def _ensure_model(self, plan: ModelPlan) -> None:
         marker = f"{DONE}/{plan.name}"
         array = self._node(plan.name)
-        if array is not None and self._node(marker) is not None:
+        record = self._node(marker)
+        if array is not None and record is not None:
+            check_model_array(array, self.n_images, self.chunk_size, f"{self.path}/{plan.name}")
+            check_record(record, self.n_chunks, f"{self.path}/{marker}")
             _check_model(array, plan, self.path)
             return
         # Created data first, record second: a record without its array never exists.
@@ -373,3 +388,115 @@ def _check_model(array: Any, plan: ModelPlan, path: str) -> None:
             f"the model version changed. Use the original models, another output path, "
             f"{_START_OVER}"
         )
+
+
+# -- the contract, checked before a store is trusted (resume or read) ----------------------
+#: Chunks per model and bytes per chunk a store may claim: 2^20 chunks of the default 256
+#: rows are 268 million images; one chunk is read whole, so it must fit in memory.
+MAX_CHUNKS = 1 << 20
+MAX_CHUNK_BYTES = 256 << 20
+
+
+def _where(root: Any) -> str:
+    try:
+        return str(root.store_path)
+    except Exception:  # noqa: BLE001 - only for messages
+        return "the experiment store"
+
+
+def _count(value: Any, name: str, where: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ExperimentError(
+            f"{where}: root attribute {name} is {str(value)[:40]!r}, not an integer >= {low}; "
+            "the store is damaged: write a new one (another path, or --overwrite)"
+        )
+    return value
+
+
+def check_geometry(attrs: Any, where: str) -> tuple[int, int]:
+    """(n_images, chunk_size) of a store's root attributes, type- and range-checked."""
+    n_images = _count(attrs.get("n_images"), "n_images", where, 0)
+    chunk_size = _count(attrs.get("chunk_size"), "chunk_size", where, 1)
+    if -(-n_images // chunk_size) > MAX_CHUNKS:
+        raise ExperimentError(
+            f"{where}: {n_images} images in chunks of {chunk_size} are more than "
+            f"{MAX_CHUNKS} chunks; the store is damaged or not one berg-onnx writes"
+        )
+    return n_images, chunk_size
+
+
+def check_model_array(array: Any, n_images: int, chunk_size: int, where: str) -> None:
+    """A model's responses: float32 (n_images, nv), chunks (chunk_size, nv), bounded."""
+    shape, chunks = tuple(array.shape), tuple(array.chunks)
+    ok = (
+        array.dtype == np.float32
+        and len(shape) == 2
+        and shape[0] == n_images
+        and 1 <= shape[1] <= 1_000_000
+        and chunks == (chunk_size, shape[1])
+    )
+    if not ok:
+        raise ExperimentError(
+            f"{where} is {array.dtype} {shape} in chunks {chunks}, not float32 "
+            f"({n_images}, nv) in chunks ({chunk_size}, nv) as the store's attributes say; "
+            f"it was not written by berg-onnx: {_START_OVER}"
+        )
+    if chunk_size * shape[1] * 4 > MAX_CHUNK_BYTES:
+        raise ExperimentError(
+            f"{where}: one chunk of {chunk_size} x {shape[1]} float32 would need more than "
+            f"{MAX_CHUNK_BYTES >> 20} MB to read: {_START_OVER}"
+        )
+
+
+def check_record(record: Any, n_chunks: int, where: str) -> None:
+    """A completion record: uint8 (n_chunks,) in chunks of one (its length checked in O(1))."""
+    if record.dtype != np.uint8 or tuple(record.shape) != (n_chunks,) or record.chunks != (1,):
+        raise ExperimentError(
+            f"{where} is a completion record of {record.dtype} {tuple(record.shape)}, not uint8 "
+            f"({n_chunks},) (one entry per chunk): the store is damaged: {_START_OVER}"
+        )
+
+
+def check_stimuli_array(root: Any, n_images: int, where: str) -> None:
+    try:
+        stimuli = root[STIMULI]
+        shape = tuple(stimuli.shape)
+    except Exception:  # noqa: BLE001 - missing, or metadata cut short
+        shape = None
+    if shape != (n_images,):
+        raise ExperimentError(
+            f"{where}/{STIMULI} has shape {shape}, not ({n_images},) (one label per image): "
+            f"the store is damaged: {_START_OVER}"
+        )
+
+
+def _written_chunks(array: Any) -> set[int] | None:
+    """Indices (first axis) of the chunks of ``array`` that exist in its store, from one
+    listing (bounded by what the store holds, not by the shape it claims); None when the
+    store cannot be listed."""
+    try:
+        from zarr.core.sync import sync
+
+        store_path = array.store_path
+        prefix = f"{store_path.path}/c/" if store_path.path else "c/"
+
+        async def keys() -> list[str]:
+            return [k async for k in store_path.store.list_prefix(prefix)]
+
+        found = set()
+        for key in sync(keys()):
+            first = key[len(prefix) :].split("/", 1)[0]
+            if first.isdigit():
+                found.add(int(first))
+        return found
+    except Exception:  # noqa: BLE001 - another zarr version or store kind: no listing
+        return None
+
+
+def _writing_every_chunk(array: Any) -> Any:
+    """``array`` configured to store chunks equal to the fill value too (zarr skips them by
+    default), so that a recorded chunk always has its object: see missing_chunks."""
+    try:
+        return array.with_config({"write_empty_chunks": True})
+    except (AttributeError, TypeError, ValueError):
+        return array

@@ -17,11 +17,19 @@ from typing import Any
 _CHUNK = 1 << 20
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
+def sha256_file(path: str | os.PathLike[str], max_bytes: int | None = None) -> str:
+    """The file's sha256; with ``max_bytes``, at most that many bytes (plus one) are read,
+    so a file that grows while it is hashed cannot make the hash unbounded (its digest
+    then differs from any of ``max_bytes`` bytes)."""
     digest = hashlib.sha256()
+    left = None if max_bytes is None else max_bytes + 1
     with open(path, "rb") as f:
-        while block := f.read(_CHUNK):
+        while block := f.read(_CHUNK if left is None else min(_CHUNK, left)):
             digest.update(block)
+            if left is not None:
+                left -= len(block)
+                if left <= 0:
+                    break
     return digest.hexdigest()
 
 
@@ -112,6 +120,26 @@ def read_npy_header(f) -> tuple[tuple[int, ...], bool, Any, int]:
     return shape, fortran, dtype, head + length
 
 
+def _check_image_size(shape: tuple[int, ...], bad) -> None:
+    """One image of the array (all but the first axis of (N, ...), or all of a 2-D/3-D
+    array) within the image pixel limit: its two longest axes are height and width, and
+    it holds at most 4 values per pixel."""
+    from berg_onnx.constants import ENV_MAX_IMAGE_PIXELS, max_image_pixels
+
+    per_image = sorted(shape[1:] if len(shape) >= 4 else shape)
+    pixels = values = 1
+    for n in per_image[-2:]:
+        pixels *= n
+    for n in per_image:
+        values *= n
+    limit = max_image_pixels()
+    if pixels > limit or values > 4 * limit:
+        raise bad(
+            f"an image of the array (shape {shape}) has {pixels} pixels, more than the "
+            f"{limit}-pixel image limit ({ENV_MAX_IMAGE_PIXELS}); resize the images first"
+        )
+
+
 def open_npy_stimulus(path: str | os.PathLike[str]):
     """A read-only memory map of a ``.npy`` stimulus array, its header checked first.
 
@@ -146,8 +174,9 @@ def open_npy_stimulus(path: str | os.PathLike[str]):
         raise bad(f"dtype {dtype} is not a plain numeric type")
     if dtype.kind not in "uifb":
         raise bad(f"dtype {dtype} is not numeric")
-    if len(shape) > 8 or not all(isinstance(n, int) and n >= 0 for n in shape):
-        raise bad(f"shape {shape} is not an array shape")
+    if len(shape) > 8 or not all(isinstance(n, int) and 0 <= n < 1 << 31 for n in shape):
+        raise bad(f"shape {shape} is not an array shape (dimensions 0 to 2**31 - 1)")
+    _check_image_size(shape, bad)
     # dtype kind and shape are as_stimulus's to judge: its messages suggest the right fix
     need = dtype.itemsize
     for n in shape:
