@@ -205,7 +205,7 @@ class EncodingModel:
             raise ModelLoadError(f"onnxruntime failed running {self.onnx_path}: {text}") from None
         want = (x.shape[0], self.n_voxels)
         if not isinstance(y, np.ndarray) or y.shape != want or y.dtype != np.float32:
-            got = (y.dtype, y.shape) if isinstance(y, np.ndarray) else type(y).__name__
+            got = f"{y.dtype} {y.shape}" if isinstance(y, np.ndarray) else type(y).__name__
             raise ModelLoadError(
                 f"{self.onnx_path} returned {got}, not float32 {want}: the graph does not "
                 f"compute the manifest's {self.n_voxels} voxels per image; re-export it"

@@ -71,12 +71,19 @@ class RunStore:
             raise ModelLoadError(f"{path} is not a readable Zarr store ({e})") from None
         attrs = dict(root.attrs)
         source = attrs.get("source")
+        if isinstance(source, dict) and not all(
+            isinstance(v, str) and len(v) < 4096 for v in source.values()
+        ):
+            source = None  # values of another type: no source it can be read from
         if not isinstance(source, dict) or not ("export_dir" in source or "repo_id" in source):
             raise ModelLoadError(
                 f"{path} has no model source in its root attributes (source: "
                 f"{{'repo_id', 'revision'}} or {{'export_dir'}}); is it a berg-onnx run store?"
             )
-        return cls(path, root, str(attrs.get("model_id", DEFAULT_MODEL_ID)), dict(source))
+        model_id = attrs.get("model_id", DEFAULT_MODEL_ID)
+        if not isinstance(model_id, str):
+            raise ModelLoadError(f"{path}: root attribute model_id is not a string")
+        return cls(path, root, model_id, dict(source))
 
     def arrays(self) -> list[str]:
         names = []
@@ -135,7 +142,13 @@ class RunStore:
         return labels
 
     def model_files(self, subject: int, roi: str) -> dict[str, str]:
-        return dict(self.root[_array_name(subject, roi)].attrs.get("model_files") or {})
+        files = self.root[_array_name(subject, roi)].attrs.get("model_files") or {}
+        if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+            raise ModelLoadError(
+                f"{self.path}/{_array_name(subject, roi)}: attribute model_files is not a "
+                "{file name: sha256} mapping; the store is damaged"
+            )
+        return dict(files)
 
 
 def store_metadata(berg: Any, store: RunStore, subject: int, roi: str) -> dict[str, Any]:

@@ -99,10 +99,9 @@ def load_responses(
     if is_nifti_path(path):
         rows = from_nifti(path, meta)
     else:
-        try:
-            rows = np.load(path, mmap_mode="r", allow_pickle=False)
-        except ValueError as e:
-            raise InvalidParameterError(f"{path} is not a plain numpy array: {e}") from None
+        from berg_onnx.utils.fileio import open_npy_responses
+
+        rows = open_npy_responses(path)  # header checked before anything is mapped
     labels = labels_beside(listing_path(path), np.shape(rows))
     return Loaded({roi: rows}, {roi: meta}, labels, DEFAULT_MODEL_ID)
 

@@ -381,7 +381,12 @@ def _check_model(array: Any, plan: ModelPlan, path: str) -> None:
             f"{plan.name} in {path} was computed at precision {attrs.get('precision')}, "
             f"not {plan.precision}: resume with the same precision, {_START_OVER}"
         )
-    if dict(attrs.get("model_files", {})) != plan.model_files or array.shape[1] != plan.n_voxels:
+    files = attrs.get("model_files", {})
+    if (
+        not isinstance(files, dict)
+        or dict(files) != plan.model_files
+        or array.shape[1] != plan.n_voxels
+    ):
         raise ExperimentError(
             f"{plan.name} in {path} was computed with other model files "
             f"({attrs.get('model_files')}) than the source has now ({plan.model_files}): "

@@ -145,12 +145,11 @@ def open_npy_stimulus(path: str | os.PathLike[str]):
 
     ``np.load`` trusts the header: a crafted one may claim any shape, dtype or
     (with ``allow_pickle``) run code. Here the header must describe a plain
-    numeric array whose bytes are exactly the rest of the file, before anything
-    is mapped; its dtype and shape are then ``as_stimulus``'s to judge, with
-    hints for the input it saw. Errors are StimulusError naming the file.
+    numeric array whose bytes are exactly the rest of the file, and images within
+    the image pixel limit, before anything is mapped; its dtype and shape are then
+    ``as_stimulus``'s to judge, with hints for the input it saw. Errors are
+    StimulusError naming the file.
     """
-    import numpy as np
-
     from berg_onnx.errors import StimulusError
 
     path = Path(path)
@@ -161,6 +160,34 @@ def open_npy_stimulus(path: str | os.PathLike[str]):
             "0-255 with shape (N, 3, H, W), e.g. np.save(path, images.astype(np.uint8))."
         )
 
+    return open_npy(path, bad, lambda shape: _check_image_size(shape, bad))
+
+
+def open_npy_responses(path: str | os.PathLike[str]):
+    """A read-only memory map of an encode output ``.npy`` ((N, nv) or (nv,) numbers),
+    its header checked first as ``open_npy_stimulus`` does; errors are
+    InvalidParameterError naming the file."""
+    from berg_onnx.errors import InvalidParameterError
+
+    path = Path(path)
+
+    def bad(reason: str) -> InvalidParameterError:
+        return InvalidParameterError(
+            f"{path} is not a responses array: {reason}. Expected the .npy that "
+            "`berg-onnx encode` writes: float32 (N, voxels)."
+        )
+
+    return open_npy(path, bad)
+
+
+def open_npy(path: Path, bad, check_shape=None):
+    """The checked, memory-mapped array of ``path``: the one .npy opener both wrap.
+
+    ``bad(reason)`` makes the error to raise; ``check_shape(shape)`` may refuse a
+    shape (by raising) before anything is mapped.
+    """
+    import numpy as np
+
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -169,15 +196,16 @@ def open_npy_stimulus(path: str | os.PathLike[str]):
             except ValueError as e:
                 raise bad(f"not a readable .npy header ({e})") from None
     except OSError as e:
-        raise StimulusError(f"cannot read {path}: {e.strerror or e}") from None
+        raise bad(f"cannot read it ({e.strerror or e})") from None
     if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
         raise bad(f"dtype {dtype} is not a plain numeric type")
     if dtype.kind not in "uifb":
         raise bad(f"dtype {dtype} is not numeric")
     if len(shape) > 8 or not all(isinstance(n, int) and 0 <= n < 1 << 31 for n in shape):
         raise bad(f"shape {shape} is not an array shape (dimensions 0 to 2**31 - 1)")
-    _check_image_size(shape, bad)
-    # dtype kind and shape are as_stimulus's to judge: its messages suggest the right fix
+    if check_shape is not None:
+        check_shape(shape)
+    # dtype kind and shape are the caller's to judge: its messages suggest the right fix
     need = dtype.itemsize
     for n in shape:
         need *= n
@@ -189,4 +217,4 @@ def open_npy_stimulus(path: str | os.PathLike[str]):
     try:
         return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)
     except (OSError, ValueError) as e:
-        raise StimulusError(f"cannot map {path}: {e}") from None
+        raise bad(f"it cannot be mapped ({e})") from None
