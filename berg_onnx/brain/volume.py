@@ -351,8 +351,8 @@ def write_nifti(
             f.close()
 
 
-#: Volumes read at a time by from_nifti (about 2.8 MB each on BERG's grid).
-READ_BLOCK = 32
+#: Volumes read at a time by from_nifti (about 2.8 MB each in float32 on BERG's grid).
+READ_BLOCK = 8
 
 
 def _load_nifti(path: str | Path) -> Any:

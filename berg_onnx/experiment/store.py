@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import reprlib
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -170,6 +171,7 @@ class ExperimentStore:
             attrs = _root_attrs(job, chunk_size)
             root = zarr.create_group(store=path, overwrite=True, attributes=attrs)
         else:
+            check_geometry(root.attrs, path)  # types and ranges, before any comparison
             _check_root(root, job, path)
         store = cls(root, path, tuple((m.subject, m.roi) for m in job.models))
         store._ensure_stimuli(job)
@@ -412,7 +414,7 @@ def _where(root: Any) -> str:
 def _count(value: Any, name: str, where: str, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ExperimentError(
-            f"{where}: root attribute {name} is {str(value)[:40]!r}, not an integer >= {low}; "
+            f"{where}: root attribute {name} is {reprlib.repr(value)}, not an integer >= {low}; "
             "the store is damaged: write a new one (another path, or --overwrite)"
         )
     return value

@@ -121,6 +121,7 @@ def pickle_cases() -> dict[str, bytes]:
         "ordered_dict_args": b"\x80\x02ccollections\nOrderedDict\n]\x85R.",
         "global_os_system": b"\x80\x02cos\nsystem\n" + _u("true") + b"\x85R.",
         "newobj_ndarray": b"\x80\x02cnumpy\nndarray\n(J\xff\xff\xff\x3ft\x81.",
+        "memo_chain": memo_chain(),
     }
 
 
@@ -148,6 +149,9 @@ def checkpoint_cases() -> dict[str, bytes]:
     cases["overlapping_members"] = _overlap(honest)
     cases["not_a_zip"] = b"hello, not a zip" * 10
     cases["truncated_zip"] = torch_zip(honest, {"0": b"\x00" * 16})[:-30]
+    cases["storages_before_schema"] = torch_zip(  # valid storages under keys BERG never has
+        tensors_pickle({"a": ("0", 4), "b": ("1", 4)}), {"0": b"\0" * 16, "1": b"\0" * 16}
+    )
     return cases
 
 
@@ -159,6 +163,7 @@ def metadata_cases() -> dict[str, bytes]:
         header, {"descr": "<f8", "fortran_order": False, "shape": (10**9,)}
     )
     cases["not_object_header"] = header.getvalue()
+    cases["big_endian_affine"] = big_endian_metadata()[0]
     cases["voxels_disagree"] = _metadata_npy(ncsnr=np.ones(4, np.float32))
     cases["mask_not_the_volume"] = _metadata_npy(roi_mask_volume=np.ones((2, 2, 2), bool))
     cases["bad_magic"] = b"\x93NUMPX\x01\x00" + b"\x00" * 100
@@ -268,15 +273,17 @@ def assert_refused_fast(load, path, error=None) -> str:
 # -- second pass (hostile files across the runtime): ONNX graphs, images, NIfTI, stores -------
 def memo_chain(depth: int = 3_000) -> bytes:
     """Lists memoized while empty and chained through memo references afterwards (GET,
-    GET, APPEND), so that each looks shallow to a depth count; then REDUCE on the head,
-    whose refusal message once took repr() of a 3,000-deep list."""
+    GET, APPEND), so that each looks shallow to a depth count; then the head is handed to
+    a dtype's BUILD as its state, whose refusal message once took repr() of a 3,000-deep
+    list (a RecursionError traceback)."""
     out = bytearray(b"\x80\x02(")
     for i in range(depth + 1):
         out += b"]r" + struct.pack("<I", i)  # EMPTY_LIST, LONG_BINPUT i
     for i in range(depth):
         out += b"j" + struct.pack("<I", i) + b"j" + struct.pack("<I", i + 1) + b"a"
-    out += b"j" + struct.pack("<I", 0) + b")Rt."  # GET 0, EMPTY_TUPLE, REDUCE; TUPLE; STOP
-    return bytes(out)
+    out += b"cnumpy\ndtype\n" + _u("f8") + b"\x85R"  # numpy.dtype("f8")
+    out += b"j" + struct.pack("<I", 0) + b"\x85b"  # BUILD it with the state (list 0,)
+    return bytes(out + b"t.")
 
 
 def tensors_pickle(tensors: dict[str, tuple[str, int]]) -> bytes:

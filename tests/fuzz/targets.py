@@ -217,6 +217,8 @@ def manifest_seeds() -> Iterator[bytes]:
     for d in _export_dirs():
         yield (d / "manifest.json").read_bytes()
     yield b'{"format": "berg-onnx-export", "schema_version": 1, "models": {}}'
+    for d in _export_dirs()[:1]:  # a size no model's file can have (refused before hashing)
+        yield (d / "manifest.json").read_bytes().replace(b'"size": ', b'"size": 1099511627', 1)
 
 
 # -- stimulus: the .npy loader, and as_stimulus on arrays built from fuzz bytes ------------
@@ -263,6 +265,8 @@ def stimulus_seeds() -> Iterator[bytes]:
     yield crafted.valid_stimulus_npy((1, 3, 5, 7), np.int64)
     yield bytes([0, 4, 1, 3, 4, 4]) + bytes(range(48))
     yield bytes([1, 4, 2, 3, 2, 2]) + np.arange(24, dtype=np.int64).tobytes()
+    yield crafted.npy_header((1, 3, 20000, 20000))  # beyond the image pixel limit
+    yield crafted.npy_header((0, 10**18, 10**18))  # zero-size, dimensions beyond any array
 
 
 TARGETS: dict[str, tuple[Callable[[bytes], None], Callable[[], Iterator[bytes]]]] = {

@@ -15,6 +15,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 import zipfile
 
 import numpy as np
@@ -480,3 +481,167 @@ def test_listing_beside_responses_is_read_bounded(tmp_path):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert labels_beside(listing, (3, 5)) is None
     assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 100
+
+
+# -- run stores: checked before a resume or a read ------------------------------------------
+@pytest.fixture
+def run_store(tmp_path, export_dir):
+    """A complete 8-image V1 run store (chunks of 4) and the images it was run on."""
+    from runstore import write_run_store
+
+    images = np.random.default_rng(5).integers(0, 256, (8, 3, 16, 16), dtype=np.uint8)
+    path = write_run_store(tmp_path / "grid.zarr", export_dir, images, ["V1"], chunk_size=4)
+    return path, images
+
+
+def _edit_json(path, fn) -> None:
+    data = json.loads(path.read_text())
+    fn(data)
+    path.write_text(json.dumps(data))
+
+
+def _replace_array(store, name: str, shape, dtype, chunks) -> None:
+    """``name`` rewritten with another dtype/shape, its attributes kept (a forger's edit)."""
+    import zarr
+
+    root = zarr.open_group(str(store), mode="r+")
+    attrs = dict(root[name].attrs)
+    root.create_array(
+        name, shape=shape, dtype=dtype, chunks=chunks, attributes=attrs, overwrite=True
+    )
+
+
+def _resume(store, images, export_dir):
+    return BERG(berg_dir=export_dir).run(
+        images, [1], ["V1"], store=store, chunk_size=4, show_progress=False
+    )
+
+
+def test_resume_refuses_an_array_of_the_wrong_dtype(run_store, export_dir):
+    from berg_onnx.errors import ExperimentError
+
+    store, images = run_store
+    _replace_array(store, "sub-01/V1", (8, 60), "int8", (4, 60))
+    with pytest.raises(ExperimentError, match=r"sub-01/V1 is int8 \(8, 60\).*not float32"):
+        _resume(store, images, export_dir)
+
+
+def test_forged_completion_over_unwritten_rows_is_not_done(run_store, export_dir, tmp_path):
+    """Records say "done", the rows were never written: not reported complete (no NaN
+    volume with exit 0), and a resume computes exactly those rows."""
+    store, images = run_store
+    shutil.rmtree(store / "sub-01" / "V1" / "c" / "1")  # chunk 1's rows, record kept at 1
+    cmd = [sys.executable, "-m", "berg_onnx", "volume", str(store), "--subject", "1"]
+    cmd += ["--roi", "V1", "--berg-dir", str(export_dir), "--out", str(tmp_path / "v.nii")]
+    crafted.assert_one_line_refusal(crafted.peak_run(cmd), "incomplete (1 of 2 chunks")
+    report = _resume(store, images, export_dir)
+    assert report.complete
+    import zarr
+
+    rows = zarr.open_group(str(store), mode="r")["sub-01/V1"][:]
+    model = BERG(berg_dir=export_dir).get_encoding_model(MODEL, 1, {"roi": "V1"})
+    np.testing.assert_allclose(rows, model.encode(images), atol=1e-6)
+
+
+def test_completion_record_of_absurd_length_is_refused_at_once(run_store, tmp_path):
+    from berg_onnx.brain.runs import RunStore
+
+    store, _ = run_store
+    _replace_array(store, "_done/sub-01/V1", (1 << 40,), "uint8", (1,))
+    crafted.assert_refused_fast(lambda p: RunStore.open(p).responses(1, "V1"), store)
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (lambda a: a.update(chunk_size=0), "chunk_size is 0"),
+        (lambda a: a.update(n_images="8"), "n_images is '8'"),
+        (lambda a: a.update(n_images=1 << 50), "more than 1048576 chunks"),
+    ],
+)
+def test_root_attributes_of_the_wrong_type_are_one_line(run_store, export_dir, edit, reason):
+    store, images = run_store
+    _edit_json(store / "zarr.json", lambda d: edit(d["attributes"]))
+    npy = store.parent / "images.npy"
+    np.save(npy, images)
+    cmd = [sys.executable, "-m", "berg_onnx", "run", str(npy), "--subjects", "1"]
+    cmd += ["--rois", "V1", "--berg-dir", str(export_dir), "--out", str(store), "--quiet"]
+    crafted.assert_one_line_refusal(crafted.peak_run(cmd), str(store), reason)
+
+
+def test_deeply_nested_zarr_json_is_one_line(run_store, export_dir, tmp_path):
+    store, _ = run_store
+    text = (store / "zarr.json").read_text()
+    deep = '{"x": ' + "[" * 100_000 + "]" * 100_000 + ", "
+    (store / "zarr.json").write_text(text.replace('"attributes": {', '"attributes": ' + deep, 1))
+    for command in ("volume", "plot"):
+        out = tmp_path / ("v.nii" if command == "volume" else "p.png")
+        cmd = [sys.executable, "-m", "berg_onnx", command, str(store), "--subject", "1"]
+        cmd += ["--roi", "V1", "--berg-dir", str(export_dir), "--out", str(out)]
+        crafted.assert_one_line_refusal(crafted.peak_run(cmd), str(store))
+
+
+# -- NIfTI: real numbers only, streamed, any number of images --------------------------------
+def _v1_metadata(export_dir):
+    return BERG(berg_dir=export_dir).get_model_metadata(MODEL, 1, "V1")
+
+
+def test_complex_nifti_is_refused(tmp_path, export_dir):
+    nib = pytest.importorskip("nibabel")
+    from berg_onnx.brain.volume import from_nifti
+    from berg_onnx.errors import InvalidParameterError
+
+    meta = _v1_metadata(export_dir)
+    data = np.zeros((81, 104, 83, 2), np.complex64)
+    data[meta["fmri"]["roi_mask_volume"]] = 1 + 2j
+    path = tmp_path / "complex.nii.gz"
+    nib.save(nib.Nifti1Image(data, meta["fmri"]["fmri_affine"]), path)
+    message = crafted.assert_refused_fast(
+        lambda p: from_nifti(p, meta), path, InvalidParameterError
+    )
+    assert "complex" in message
+
+
+def test_nifti_gz_bomb_is_read_in_bounded_memory(tmp_path, export_dir):
+    """400 volumes of zeros in a 1 MB .nii.gz (1.1 GB expanded): streamed, not read whole."""
+    pytest.importorskip("nibabel")
+    from berg_onnx.brain.volume import from_nifti
+
+    meta = _v1_metadata(export_dir)
+    path = tmp_path / "bomb.nii.gz"
+    path.write_bytes(crafted.nifti_gz((81, 104, 83, 400), meta["fmri"]["fmri_affine"]))
+    assert path.stat().st_size < 2 << 20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.process_time()
+    rows = from_nifti(path, meta)
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert rows.shape == (400, 60) and not rows.any()
+    assert grown < 100, f"peak RSS grew by {grown:.0f} MB"
+    assert time.process_time() - start < 5
+
+
+def test_truncated_nifti_gz_is_one_error(tmp_path, export_dir):
+    pytest.importorskip("nibabel")
+    from berg_onnx.brain.volume import from_nifti
+    from berg_onnx.errors import InvalidParameterError
+
+    meta = _v1_metadata(export_dir)
+    path = tmp_path / "claims_more.nii.gz"
+    data = crafted.nifti_gz((81, 104, 83, 40), meta["fmri"]["fmri_affine"])
+    path.write_bytes(data[: len(data) // 3])
+    crafted.assert_refused_fast(lambda p: from_nifti(p, meta), path, InvalidParameterError)
+
+
+def test_more_images_than_nifti1_can_count_write_nifti2(tmp_path):
+    """NIfTI-1 dims are int16: 40,000 images go to a NIfTI-2 file, read back exactly."""
+    nib = pytest.importorskip("nibabel")
+    from berg_onnx.brain.volume import from_nifti, save_nifti
+
+    mask = np.zeros((2, 3, 2), bool)
+    mask[0, 1, 1] = mask[1, 2, 0] = True
+    meta = {"fmri": {"roi_mask_volume": mask, "fmri_affine": np.diag([2.0, 2.0, 2.0, 1.0])}}
+    rows = np.random.default_rng(0).standard_normal((40_000, 2)).astype(np.float32)
+    path = save_nifti(tmp_path / "many.nii.gz", rows, meta)
+    img = nib.load(path)
+    assert isinstance(img, nib.Nifti2Image) and img.shape == (2, 3, 2, 40_000)
+    np.testing.assert_array_equal(from_nifti(path, meta), rows)
