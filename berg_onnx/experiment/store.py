@@ -105,8 +105,22 @@ def missing_chunks(root: Any, subject: int, roi: str) -> list[int]:
         candidates = range(n_chunks)
     else:
         candidates = sorted(candidates & data)
-    complete = {i for i in candidates if _flag(done, i) == 1}
+    complete = {
+        i for i, flag in zip(candidates, _flags(done, candidates), strict=True) if flag == 1
+    }
     return [i for i in range(n_chunks) if i not in complete]
+
+
+def _flags(done: Any, indices: Any) -> list[int]:
+    """The record's entries at ``indices``: one selection (only those chunks are read), or
+    entry by entry where one of them was cut short by a kill (it reads as 0)."""
+    indices = list(indices)
+    if not indices:
+        return []
+    try:
+        return [int(v) for v in done.get_coordinate_selection(np.asarray(indices))]
+    except Exception:  # noqa: BLE001 - a record cut short by a kill reads as "not done"
+        return [_flag(done, i) for i in indices]
 
 
 class ExperimentStore:
