@@ -355,9 +355,67 @@ def write_nifti(
 READ_BLOCK = 8
 
 
+#: Bytes a NIfTI header with its extensions may take before the data (berg-onnx writes 352).
+MAX_NIFTI_OFFSET = 1 << 20
+
+
+def _check_nifti_header(path: str | Path) -> None:
+    """The header's own sizes, read in bounded memory before nibabel reads it: nibabel
+    reads each extension's claimed size (2 GB, or with a size of 0 the rest of the file)
+    into memory, so a tiny .nii.gz could expand to gigabytes before any check."""
+    import struct
+    import zlib
+
+    try:
+        opener = gzip.open if str(path).lower().endswith(".gz") else open
+        with opener(path, "rb") as f:
+            head = f.read(544)
+            order = next(
+                (
+                    o
+                    for o in "<>"
+                    if head[:4] in (struct.pack(o + "i", 348), struct.pack(o + "i", 540))
+                ),
+                None,
+            )
+            if order is None:
+                raise InvalidParameterError(f"{path} is not a NIfTI-1 or NIfTI-2 file")
+            size = struct.unpack(order + "i", head[:4])[0]
+            if size == 348:
+                offset = int(struct.unpack(order + "f", head[108:112])[0])
+            else:
+                offset = struct.unpack(order + "q", head[168:176])[0]
+            start = size + 4
+            if not start <= max(offset, start) <= MAX_NIFTI_OFFSET:
+                raise InvalidParameterError(
+                    f"{path}: its header puts the data at byte {offset}, beyond the "
+                    f"{MAX_NIFTI_OFFSET} bytes a header with extensions may take"
+                )
+            if len(head) < start or not head[size]:  # no extension flag: nothing more
+                return
+            rest = head[start:] + f.read(max(0, offset - len(head)))
+            ext = rest[: max(0, offset - start)]
+    except InvalidParameterError:
+        raise
+    except FileNotFoundError:
+        raise InvalidParameterError(f"no such file: {path}") from None
+    except (OSError, EOFError, ValueError, struct.error, zlib.error) as e:
+        raise InvalidParameterError(f"{path} is not a readable NIfTI file ({e})") from None
+    pos = 0
+    while len(ext) - pos >= 16:
+        (esize,) = struct.unpack(order + "i", ext[pos : pos + 4])
+        if esize < 16 or esize % 16 or pos + esize > len(ext):
+            raise InvalidParameterError(
+                f"{path}: a header extension claims {esize} bytes where {len(ext) - pos} "
+                "remain before the data; the header is damaged"
+            )
+        pos += esize
+
+
 def _load_nifti(path: str | Path) -> Any:
     """A nibabel image of ``path`` (header read, data not), its errors as one line."""
     nib = require_nibabel()
+    _check_nifti_header(path)
     try:
         return nib.load(path, keep_file_open=True)  # one open file: blocks read forward
     except FileNotFoundError:

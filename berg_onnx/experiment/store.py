@@ -182,11 +182,13 @@ class ExperimentStore:
             root = None
         if root is None:
             chunk_size = job.chunk_size or DEFAULT_CHUNK_SIZE
+            check_new_geometry(job, chunk_size)  # what a resume will check, before creating
             attrs = _root_attrs(job, chunk_size)
             root = zarr.create_group(store=path, overwrite=True, attributes=attrs)
         else:
             check_geometry(root.attrs, path)  # types and ranges, before any comparison
             _check_root(root, job, path)
+            check_new_geometry(job, root.attrs["chunk_size"])  # models it will add
         store = cls(root, path, tuple((m.subject, m.roi) for m in job.models))
         store._ensure_stimuli(job)
         for plan in job.models:
@@ -415,12 +417,17 @@ def _check_model(array: Any, plan: ModelPlan, path: str) -> None:
 #: Chunks per model and bytes per chunk a store may claim: 2^20 chunks of the default 256
 #: rows are 268 million images; one chunk is read whole, so it must fit in memory.
 MAX_CHUNKS = 1 << 20
-MAX_CHUNK_BYTES = 256 << 20
+MAX_CHUNK_BYTES = 64 << 20
 
 
 def _where(root: Any) -> str:
+    """The store's folder (or URL), for messages."""
     try:
-        return str(root.store_path)
+        store_path = root.store_path
+        local = getattr(store_path.store, "root", None)  # a LocalStore's folder
+        if local is not None:
+            return str(Path(local) / store_path.path) if store_path.path else str(local)
+        return str(store_path)
     except Exception:  # noqa: BLE001 - only for messages
         return "the experiment store"
 
@@ -444,6 +451,24 @@ def check_geometry(attrs: Any, where: str) -> tuple[int, int]:
             f"{MAX_CHUNKS} chunks; the store is damaged or not one berg-onnx writes"
         )
     return n_images, chunk_size
+
+
+def check_new_geometry(job: ExperimentJob, chunk_size: int) -> None:
+    """Refuse, before anything is written, a store that a resume would refuse."""
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise InvalidParameterError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if -(-job.n_images // chunk_size) > MAX_CHUNKS:
+        raise InvalidParameterError(
+            f"{job.n_images} images in chunks of {chunk_size} are more than {MAX_CHUNKS} "
+            "chunks: pass a larger chunk size"
+        )
+    for plan in job.models:
+        if chunk_size * plan.n_voxels * 4 > MAX_CHUNK_BYTES:
+            rows = MAX_CHUNK_BYTES // (plan.n_voxels * 4)
+            raise InvalidParameterError(
+                f"chunks of {chunk_size} images x {plan.n_voxels} voxels of {plan.name} would "
+                f"exceed {MAX_CHUNK_BYTES >> 20} MB each: pass a chunk size of at most {rows}"
+            )
 
 
 def check_model_array(array: Any, n_images: int, chunk_size: int, where: str) -> None:

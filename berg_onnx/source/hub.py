@@ -65,6 +65,10 @@ def _remove_cached(path: Path) -> None:
     """Delete a damaged cache entry: the snapshot link, and its blob when that lies in the
     repo's own ``blobs/`` folder. Nothing outside the cache is ever removed: a link to
     elsewhere is itself the damaged entry, and only the link goes."""
+    if path.is_dir() and not path.is_symlink():
+        raise ModelLoadError(
+            f"{path} is a folder where the cache holds a file; remove it (it is left as it is)"
+        )
     blobs = _repo_folder(path).resolve() / "blobs"
     blob = path.resolve() if path.is_symlink() else None
     path.unlink(missing_ok=True)  # the link itself (unlink never follows it)

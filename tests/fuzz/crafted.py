@@ -380,6 +380,18 @@ def nifti_gz(shape: tuple[int, ...], affine: np.ndarray, dtype=np.float32) -> by
     return gzip.compress(head.getvalue(), mtime=0) + one * count
 
 
+def nifti_extension_bomb(affine: np.ndarray, esize: int, volumes: int = 60) -> bytes:
+    """A .nii.gz whose one header extension claims ``esize`` bytes (0: nibabel then reads to
+    the end), followed by 16 MB gzip members of zeros (1 GB expanded, 1 MB on disk)."""
+    import gzip
+
+    good = gzip.decompress(nifti_gz((81, 104, 83, 1), affine))[:348]
+    head = bytearray(good) + b"\x01\x00\x00\x00"  # the extension flag
+    head[108:112] = struct.pack("<f", 352 + 16)  # vox_offset: one 16-byte extension
+    head += struct.pack("<ii", esize, 4) + b"\x00" * 8
+    return gzip.compress(bytes(head), mtime=0) + gzip.compress(b"\x00" * (16 << 20)) * volumes
+
+
 # ONNX graphs, written with a few lines of protobuf wire format (no onnx package needed).
 def _varint(n: int) -> bytes:
     out = bytearray()

@@ -465,11 +465,17 @@ def test_deeply_nested_image_folders_are_scanned(tmp_path):
 
     deep = leaf = tmp_path / "top"
     deep.mkdir()
-    for _ in range(1100):  # (pathlib's own mkdir(parents=True) recurses)
+    for _ in range(1100):  # deeper than Python's recursion limit (pathlib's mkdir recurses)
         leaf = leaf / "d"
         leaf.mkdir()
-    Image.new("RGB", (4, 4)).save(leaf / "x.png")
-    assert [p.name for p in scan_images([deep]).files] == ["x.png"]
+    try:
+        Image.new("RGB", (4, 4)).save(leaf / "x.png")
+        assert [p.name for p in scan_images([deep]).files] == ["x.png"]
+    finally:  # removed bottom-up: shutil.rmtree (pytest's clean-up) recurses on 3.11
+        (leaf / "x.png").unlink(missing_ok=True)
+        while leaf != tmp_path:
+            leaf.rmdir()
+            leaf = leaf.parent
 
 
 def test_listing_beside_responses_is_read_bounded(tmp_path):
@@ -624,6 +630,23 @@ def test_nifti_gz_bomb_is_read_in_bounded_memory(tmp_path, export_dir):
     assert rows.shape == (400, 60) and not rows.any()
     assert grown < 100, f"peak RSS grew by {grown:.0f} MB"
     assert time.process_time() - start < 5
+
+
+@pytest.mark.parametrize("esize", [0, (1 << 31) - 16])
+def test_nifti_header_extension_bomb_is_refused_from_the_header(tmp_path, export_dir, esize):
+    """An extension claiming 2 GB (or 0: read to the end) of a 1 MB .nii.gz that expands
+    to 1 GB: refused from the header's sizes, before nibabel reads the extension."""
+    pytest.importorskip("nibabel")
+    from berg_onnx.brain.volume import from_nifti
+    from berg_onnx.errors import InvalidParameterError
+
+    meta = _v1_metadata(export_dir)
+    path = tmp_path / "ext.nii.gz"
+    path.write_bytes(crafted.nifti_extension_bomb(meta["fmri"]["fmri_affine"], esize))
+    message = crafted.assert_refused_fast(
+        lambda p: from_nifti(p, meta), path, InvalidParameterError
+    )
+    assert "extension claims" in message
 
 
 def test_truncated_nifti_gz_is_one_error(tmp_path, export_dir):
