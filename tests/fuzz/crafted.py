@@ -163,7 +163,6 @@ def metadata_cases() -> dict[str, bytes]:
         header, {"descr": "<f8", "fortran_order": False, "shape": (10**9,)}
     )
     cases["not_object_header"] = header.getvalue()
-    cases["big_endian_affine"] = big_endian_metadata()[0]
     cases["voxels_disagree"] = _metadata_npy(ncsnr=np.ones(4, np.float32))
     cases["mask_not_the_volume"] = _metadata_npy(roi_mask_volume=np.ones((2, 2, 2), bool))
     cases["bad_magic"] = b"\x93NUMPX\x01\x00" + b"\x00" * 100

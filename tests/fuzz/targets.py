@@ -168,6 +168,7 @@ def metadata_seeds() -> Iterator[bytes]:
     for path in _golden_files("*.npy"):
         yield path.read_bytes()
     yield from crafted.metadata_cases().values()
+    yield crafted.big_endian_metadata()[0]  # loads: a big-endian affine, read as its numbers
 
 
 # -- npz: the exported metadata archive ----------------------------------------------------------
