@@ -73,8 +73,8 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-#: Largest (N, nv) float32 output encode() allocates, in bytes (default: half of the memory
-#: available when asked; see utils/memory.py). Larger ones are refused before any work.
+#: Largest (N, nv) float32 output encode() allocates, in bytes (default: half of this
+#: machine's memory; see utils/memory.py). Larger ones are refused before any work.
 ENV_MAX_OUTPUT_BYTES = "BERG_ONNX_MAX_OUTPUT_BYTES"
 #: Largest image, in pixels (width x height), that is decoded or taken from a .npy array:
 #: files, PIL images and array stimuli alike (default below).

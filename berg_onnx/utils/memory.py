@@ -2,8 +2,9 @@
 
 An (N, nv) float32 output grows with the number of images; 10^9 tiny images
 would need hundreds of GB. The budget is ``$BERG_ONNX_MAX_OUTPUT_BYTES`` if
-set, else half of the memory available now (Linux ``MemAvailable``, else the
-machine's physical memory, else 8 GB).
+set, else half of this machine's memory (its physical memory, or the cgroup's
+limit where that is lower; 8 GB where neither can be read). It depends on the
+machine, not on what else runs now, so the same call gets the same answer.
 """
 
 from __future__ import annotations
@@ -13,26 +14,29 @@ import os
 from berg_onnx.constants import ENV_MAX_OUTPUT_BYTES, env_positive_int
 from berg_onnx.errors import ResourceError
 
-_FALLBACK = 8 << 30
+_FALLBACK = 16 << 30
+_CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
-def available_bytes() -> int:
-    """Memory available to this process now (an estimate)."""
+def machine_bytes() -> int:
+    """This process's memory ceiling: physical memory, or a lower cgroup limit."""
     try:
-        with open("/proc/meminfo", "rb") as f:
-            for line in f:
-                if line.startswith(b"MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
-        return _FALLBACK
+        total = _FALLBACK
+    for path in _CGROUP_LIMITS:
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < total:
+            total = int(text)
+    return total
 
 
 def output_budget() -> int:
-    return env_positive_int(ENV_MAX_OUTPUT_BYTES) or available_bytes() // 2
+    return env_positive_int(ENV_MAX_OUTPUT_BYTES) or machine_bytes() // 2
 
 
 def check_output_size(n: int, nv: int, what: str = "the responses") -> None:
@@ -42,7 +46,7 @@ def check_output_size(n: int, nv: int, what: str = "the responses") -> None:
     if need > budget:
         raise ResourceError(
             f"{what} of {n} images x {nv} voxels need {need / 2**30:.1f} GiB (float32), more "
-            f"than the {budget / 2**30:.1f} GiB budget (half of the memory available; set "
+            f"than the {budget / 2**30:.1f} GiB budget (half of this machine's memory; set "
             f"{ENV_MAX_OUTPUT_BYTES} to change it). Encode the images in parts, or use "
             "`berg-onnx run`, which writes a Zarr store chunk by chunk."
         )
