@@ -219,11 +219,14 @@ def test_convert_refuses_a_checkpoint_filed_under_another_roi(tmp_path, golden_d
 
 
 def test_convert_bounds_a_source_size_before_hashing(tmp_path, golden_dir):
-    """A 1 TB sparse checkpoint: refused from its size, not hashed for an hour."""
+    """A valid checkpoint with a 1 TB hole before its zip directory (its members all check
+    out, so every zip check passes): refused from its size at once, not hashed for hours."""
     good = golden_dir / "berg_dir" / FWRF
+    ck = (good / "encoding_models_weights/weights_sub-01_roi-V1.pt").read_bytes()
     meta = (good / "metadata/metadata_sub-01_roi-V1.npy").read_bytes()
     berg = _berg_dir(tmp_path / "berg", b"", meta)
-    crafted.sparse_file(berg / FWRF / "encoding_models_weights/weights_sub-01_roi-V1.pt", 1 << 40)
+    path = berg / FWRF / "encoding_models_weights/weights_sub-01_roi-V1.pt"
+    crafted.write_zip_with_hole(path, ck, 1 << 40)
     run, wall = _convert(berg, tmp_path / "out")
     lines = run["stderr"].strip().splitlines()
     assert run["rc"] == 2 and len(lines) == 1 and "more than a BERG checkpoint" in lines[0]

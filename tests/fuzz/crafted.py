@@ -321,6 +321,32 @@ def write_big_checkpoint(path, storages: dict[str, int], pickle: bytes) -> None:
                     left -= min(left, len(block))
 
 
+def write_zip_with_hole(path, data: bytes, hole: int) -> None:
+    """``data`` (a zip, ZIP64 end records included) with ``hole`` zero bytes (sparse) between
+    its members and its central directory: every member still checks out, but the file is
+    ``hole`` bytes larger (1 TB takes no disk)."""
+    eocd = data.rfind(b"PK\x05\x06")
+    (cd_offset,) = struct.unpack("<I", data[eocd + 16 : eocd + 20])
+    z64 = data.rfind(b"PK\x06\x06")
+    if z64 >= 0:
+        (cd_offset,) = struct.unpack("<Q", data[z64 + 48 : z64 + 56])
+    tail = bytearray(data[cd_offset:])
+    if z64 >= 0:
+        at, loc = z64 - cd_offset, data.rfind(b"PK\x06\x07") - cd_offset
+        tail[at + 48 : at + 56] = struct.pack("<Q", cd_offset + hole)
+        tail[loc + 8 : loc + 16] = struct.pack("<Q", z64 + hole)
+    at = eocd - cd_offset
+    if cd_offset + hole < 1 << 32:
+        tail[at + 16 : at + 20] = struct.pack("<I", cd_offset + hole)
+    else:  # the ZIP64 record holds the offset; the end record says so
+        assert z64 >= 0, "a hole beyond 4 GB needs ZIP64 end records"
+        tail[at + 16 : at + 20] = b"\xff\xff\xff\xff"
+    with open(path, "wb") as f:
+        f.write(data[:cd_offset])
+        f.seek(cd_offset + hole)
+        f.write(bytes(tail))
+
+
 def big_endian_metadata() -> tuple[bytes, np.ndarray]:
     """BERG metadata whose affine is stored big-endian, and the affine's true values."""
     affine = np.array([[1.8, 0, 0, -72], [0, 1.8, 0, -90], [0, 0, 1.8, -70], [0, 0, 0, 1]])
