@@ -85,3 +85,19 @@ def check_precision(precision: object) -> str:
             f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}."
         )
     return precision
+
+
+#: Largest (N, nv) float32 output encode() allocates, in bytes (default: half of this
+#: machine's memory; see utils/memory.py). Larger ones are refused before any work.
+ENV_MAX_OUTPUT_BYTES = "BERG_ONNX_MAX_OUTPUT_BYTES"
+#: Largest image, in pixels (width x height), that is decoded or taken from a .npy array:
+#: files, PIL images and array stimuli alike (default below).
+ENV_MAX_IMAGE_PIXELS = "BERG_ONNX_MAX_IMAGE_PIXELS"
+#: 50 megapixels: a 48 MP phone photo fits; its decoded RGBA plus the (3, H, W) result
+#: stay within ~350 MB. Pillow's own bomb limit (~89 MP) applies as well.
+MAX_IMAGE_PIXELS = 50_000_000
+
+
+def max_image_pixels() -> int:
+    """The image pixel limit: $BERG_ONNX_MAX_IMAGE_PIXELS, else MAX_IMAGE_PIXELS."""
+    return env_positive_int(ENV_MAX_IMAGE_PIXELS) or MAX_IMAGE_PIXELS

@@ -40,8 +40,10 @@ from berg_onnx.constants import check_positive_int
 from berg_onnx.errors import InvalidParameterError, ModelLoadError
 from berg_onnx.inputs.stimulus import as_stimulus
 from berg_onnx.session import CUDA, create_session
+from berg_onnx.source.graph import check_graph
 from berg_onnx.source.local import ModelSource
 from berg_onnx.source.manifest import INPUT_NAME, OUTPUT_NAME, ModelEntry, OfModel
+from berg_onnx.utils.memory import check_output_size
 from berg_onnx.utils.progress import ProgressBar, SilentBar, progress_bar
 
 SCHEDULES = ("auto", "serial", "workers", "prefetch")
@@ -148,6 +150,7 @@ class EncodingModel(OfModel):
             self.batch_size if batch_size is None else batch_size, "batch_size"
         )
         bar = bar if bar is not None else SilentBar()
+        check_output_size(n, self.n_voxels)  # before any work, not after an hour
         out = np.empty((n, self.n_voxels), dtype=np.float32)
         n_chunks = -(-n // step)
         schedule = self.schedule
@@ -186,9 +189,23 @@ class EncodingModel(OfModel):
         with self._lock:
             self._single_chunk_seconds += time.perf_counter() - t
 
-    @staticmethod
-    def _infer(session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
-        return session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+    def _infer(self, session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
+        """One chunk's (len(x), nv) float32 responses; anything else the graph returns (a
+        (N, 1) column that would broadcast into every voxel, another dtype) is refused,
+        and onnxruntime's own errors come back as one ModelLoadError naming the file."""
+        try:
+            y = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            text = " ".join(str(e).split())[:300]
+            raise ModelLoadError(f"onnxruntime failed running {self.onnx_path}: {text}") from None
+        want = (x.shape[0], self.n_voxels)
+        if not isinstance(y, np.ndarray) or y.shape != want or y.dtype != np.float32:
+            got = f"{y.dtype} {y.shape}" if isinstance(y, np.ndarray) else type(y).__name__
+            raise ModelLoadError(
+                f"{self.onnx_path} returned {got}, not float32 {want}: the graph does not "
+                f"compute the manifest's {self.n_voxels} voxels per image; re-export it"
+            )
+        return y
 
     def _single_chunk_session(self) -> ort.InferenceSession:
         """On CPU with several cores, a session using all of them, made on first use."""
@@ -289,6 +306,7 @@ def load_encoding_model(
     from berg_onnx.utils.cpu import warn_if_int8_unverified
 
     path = store.fetch(entry.onnx_file(precision))
+    check_graph(path, entry.nv)  # operators, external data, input/output: before onnxruntime
     warn_if_int8_unverified(entry, precision)  # once per process, see cpu.py
     start = time.perf_counter()
     session, provider = create_session(path, device, threads=1)

@@ -32,7 +32,7 @@ from berg_onnx.source.metadata import flatten, load_npz
 from berg_onnx.utils.fileio import atomic_path, sha256_file
 
 from . import layout
-from .checkpoint import load_checkpoint, load_pickled_npy
+from .checkpoint import check_source_size, load_checkpoint, load_pickled_npy
 from .int8_select import PROCEDURE, Calibration, Selection, Tolerance, select, speedup
 from .onnx_export import EXPORTER, OPSET, ExportError, export_onnx, reference_preprocess, verify
 from .reference import build_model
@@ -248,6 +248,8 @@ def add_int8(
         manifest.add(entry)
         manifest.write(manifest_path)
     paths = layout.checkpoint_paths(berg_dir, subject, roi, spec.roi(roi).splits)
+    for p in paths:
+        check_source_size(p)
     if [sha256_file(p) for p in paths] != [s.source_sha256 for s in entry.splits]:
         raise ModelLoadError(
             f"{berg_dir} no longer holds the checkpoints {entry.key} was exported from; "
@@ -277,10 +279,11 @@ def convert_one(
     catalog = berg_onnx.source.catalog.load_catalog()
     checkpoints = [load_checkpoint(p) for p in job.sources]
     for split, ck in enumerate(checkpoints, start=1):
-        if ck.subject != job.subject or ck.split != split:
+        if ck.subject != job.subject or ck.split != split or ck.roi != job.roi:
             raise ModelLoadError(
-                f"{ck.path} holds subject {ck.subject} split {ck.split}, "
-                f"expected subject {job.subject} split {split}"
+                f"{ck.path} holds subject {ck.subject} ROI {ck.roi!r:.40} split {ck.split}, but "
+                f"is filed as subject {job.subject} ROI {job.roi!r} split {split}; the file "
+                "was renamed or moved: put each checkpoint under its own name"
             )
     nv = sum(ck.nv for ck in checkpoints)
     meta = load_pickled_npy(job.metadata)
@@ -383,6 +386,8 @@ def convert(
     for job in bar:
         bar.set_postfix_str(f"sub-{job.subject:02d} {job.roi}")
         key = berg_onnx.source.manifest.model_key(spec.model_id, job.subject, job.roi)
+        for p in (*job.sources, job.metadata):
+            check_source_size(p)  # a size no BERG file has is refused before it is hashed
         src_sha = [sha256_file(p) for p in job.sources]
         meta_sha = sha256_file(job.metadata)
         entry = manifest.models.get(key)

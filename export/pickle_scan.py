@@ -14,6 +14,9 @@ byte per memo slot, both capped), and refuses:
 - a declared length beyond the bytes that remain (frames included);
 - a memo index that was never assigned (the pickler numbers memo slots 0, 1,
   2, ... so a PUT may only take the next number or reuse one, a GET only read one);
+- an object changed through a memo reference (a GET, then APPEND, SETITEM or
+  BUILD on it): the pickler never writes that, and it would nest objects
+  deeper than the depth count saw (a memo slot's depth follows its object);
 - a stack underflow, nesting deeper than ``MAX_DEPTH``, more than
   ``MAX_STACK`` items on the stack, more than ``MAX_OPS`` opcodes, a global
   whose name is too long, and anything after STOP.
@@ -152,6 +155,10 @@ def scan_pickle(data: bytes | memoryview, source: str) -> int:
     pos = 0
     ops = 0
     stack = array("B")  # nesting depth of each stack item (capped at 255)
+    #: per stack item: the memo slot it was stored in (PUT) or read from (GET), or -1
+    slots = array("l")
+    #: per stack item: 1 when it was pushed by a GET (a second reference to a memo object)
+    got = array("B")
     marks: list[int] = []  # stack length at each MARK
     memo = array("B")  # nesting depth of each memo slot
     frame_end = -1
@@ -167,12 +174,33 @@ def scan_pickle(data: bytes | memoryview, source: str) -> int:
         if len(stack) - floor < count:
             raise fail(f"{what} needs {count} stack item(s)", at)
 
-    def push(depth: int, at: int) -> None:
+    def push(depth: int, at: int, slot: int = -1, from_get: int = 0) -> None:
         if depth > MAX_DEPTH:
             raise fail(f"nesting deeper than {MAX_DEPTH}", at)
         if len(stack) >= MAX_STACK:
             raise fail(f"more than {MAX_STACK} items on the stack", at)
         stack.append(depth)
+        slots.append(slot)
+        got.append(from_get)
+
+    def pop_to(length: int) -> None:
+        del stack[length:]
+        del slots[length:]
+        del got[length:]
+
+    def grow(depth: int, at: int, name: str) -> None:
+        """The container on top of the stack now nests ``depth`` deep (APPEND, BUILD, ...).
+
+        Its memo slot follows, so a later GET sees the depth it has now; a container
+        reached through a GET is never changed (the pickler never does it, and it
+        would nest objects the depth count has already passed)."""
+        if got[-1]:
+            raise fail(f"{name} changes an object read back from the memo", at)
+        if depth > MAX_DEPTH:
+            raise fail(f"nesting deeper than {MAX_DEPTH}", at)
+        stack[-1] = depth
+        if slots[-1] >= 0:
+            memo[slots[-1]] = depth
 
     while pos < n:
         at = pos
@@ -240,31 +268,31 @@ def scan_pickle(data: bytes | memoryview, source: str) -> int:
                 memo.append(stack[-1])
             else:
                 memo[index] = stack[-1]
+            if not got[-1]:
+                slots[-1] = index
         elif name in ("BINGET", "LONG_BINGET"):
             if arg >= len(memo):
                 raise fail(f"{name} of memo slot {arg}, but only {len(memo)} were assigned", at)
-            push(memo[arg], at)
+            push(memo[arg], at, arg, 1)
         elif name in _POP_PUSH:
             count = _POP_PUSH[name]
             need(count, at, name)
             depth = max(stack[-count:]) + 1
-            del stack[-count:]
+            pop_to(len(stack) - count)
             push(min(depth, 255), at)
         elif name == "TUPLE":
             if not marks:
                 raise fail("TUPLE without MARK", at)
             floor = marks.pop()
             depth = max(stack[floor:], default=0) + 1
-            del stack[floor:]
+            pop_to(floor)
             push(min(depth, 255), at)
         elif name in ("APPEND", "SETITEM", "BUILD"):
             count = 2 if name == "SETITEM" else 1
             need(count + 1, at, name)
             depth = max(stack[-count - 1], max(stack[-count:]) + 1)
-            del stack[-count:]
-            if depth > MAX_DEPTH:
-                raise fail(f"nesting deeper than {MAX_DEPTH}", at)
-            stack[-1] = depth
+            pop_to(len(stack) - count)
+            grow(depth, at, name)
         elif name in ("APPENDS", "SETITEMS"):
             if not marks:
                 raise fail(f"{name} without MARK", at)
@@ -275,10 +303,8 @@ def scan_pickle(data: bytes | memoryview, source: str) -> int:
             if name == "SETITEMS" and items % 2:
                 raise fail("SETITEMS with an odd number of items", at)
             depth = max(stack[floor - 1], max(stack[floor:], default=-1) + 1)
-            del stack[floor:]
-            if depth > MAX_DEPTH:
-                raise fail(f"nesting deeper than {MAX_DEPTH}", at)
-            stack[-1] = depth
+            pop_to(floor)
+            grow(depth, at, name)
         elif name == "STOP":
             if len(stack) != 1 or marks:
                 raise fail(f"STOP with {len(stack)} stack items and {len(marks)} open MARKs", at)

@@ -23,7 +23,7 @@ from berg_onnx.brain.volume import write_nifti
 from berg_onnx.errors import ModelLoadError
 from berg_onnx.experiment.job import array_name
 from berg_onnx.experiment.store import ExperimentStore, is_store_path
-from berg_onnx.utils.outputs import read_listing
+from berg_onnx.utils.outputs import read_listing_bounded
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
@@ -65,8 +65,8 @@ def labels_beside(listing: Path, shape: tuple[int, ...]) -> list[str] | None:
     """The encode output's row labels, when the listing beside it matches its rows."""
     if not listing.is_file() or len(shape) != 2:
         return None
-    lines = read_listing(listing)  # escaped names as encode wrote them (outputs.py)
-    return lines if len(lines) == shape[0] else None
+    # escaped names as encode wrote them (outputs.py), never more lines than rows
+    return read_listing_bounded(listing, shape[0])
 
 
 def describe_responses(model_id: str, subject: int, rois: Sequence[str]) -> str:

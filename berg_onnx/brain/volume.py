@@ -234,10 +234,16 @@ def volumes(views: list[Any], lay: _Layout, lo: int, hi: int, fill: float) -> np
     return block
 
 
+#: NIfTI-1 stores dimensions as int16: more images than this need NIfTI-2 (int64 dims).
+NIFTI1_MAX_DIM = 32767
+
+
 def _header(space: Space, n_images: int | None, description: str):
-    """A float32 NIfTI-1 header for the space: qform and sform = affine, zooms from it."""
+    """A float32 NIfTI header for the space: qform and sform = affine, zooms from it.
+    NIfTI-1, or NIfTI-2 where the images are more than NIfTI-1's int16 dims can count."""
     nib = require_nibabel()
-    hdr = nib.Nifti1Header()
+    two = n_images is not None and n_images > NIFTI1_MAX_DIM
+    hdr = nib.Nifti2Header() if two else nib.Nifti1Header()
     shape = space.shape if n_images is None else (*space.shape, n_images)
     hdr.set_data_shape(shape)
     hdr.set_data_dtype(np.float32)
@@ -279,7 +285,8 @@ def to_nifti(
     if vector:
         data = data[..., 0]
     hdr = _header(lay.space, None if vector else n, description)
-    img = nib.Nifti1Image(data, lay.space.affine, header=hdr)
+    kind = nib.Nifti2Image if isinstance(hdr, nib.Nifti2Header) else nib.Nifti1Image
+    img = kind(data, lay.space.affine, header=hdr)
     img.set_qform(lay.space.affine, code=QFORM_CODE)
     img.set_sform(lay.space.affine, code=SFORM_CODE)
     return img
@@ -344,31 +351,144 @@ def write_nifti(
             f.close()
 
 
+#: Volumes read at a time by from_nifti (about 2.8 MB each in float32 on BERG's grid).
+READ_BLOCK = 8
+
+
+#: Bytes a NIfTI header with its extensions may take before the data (berg-onnx writes 352).
+MAX_NIFTI_OFFSET = 1 << 20
+
+
+def _check_nifti_header(path: str | Path) -> None:
+    """The header's own sizes, read in bounded memory before nibabel reads it: nibabel
+    reads each extension's claimed size (2 GB, or with a size of 0 the rest of the file)
+    into memory, so a tiny .nii.gz could expand to gigabytes before any check."""
+    import struct
+    import zlib
+
+    try:
+        opener = gzip.open if str(path).lower().endswith(".gz") else open
+        with opener(path, "rb") as f:
+            head = f.read(544)
+            order = next(
+                (
+                    o
+                    for o in "<>"
+                    if head[:4] in (struct.pack(o + "i", 348), struct.pack(o + "i", 540))
+                ),
+                None,
+            )
+            if order is None:
+                raise InvalidParameterError(f"{path} is not a NIfTI-1 or NIfTI-2 file")
+            size = struct.unpack(order + "i", head[:4])[0]
+            if size == 348:
+                offset = int(struct.unpack(order + "f", head[108:112])[0])
+            else:
+                offset = struct.unpack(order + "q", head[168:176])[0]
+            start = size + 4
+            if not start <= max(offset, start) <= MAX_NIFTI_OFFSET:
+                raise InvalidParameterError(
+                    f"{path}: its header puts the data at byte {offset}, beyond the "
+                    f"{MAX_NIFTI_OFFSET} bytes a header with extensions may take"
+                )
+            if len(head) < start or not head[size]:  # no extension flag: nothing more
+                return
+            rest = head[start:] + f.read(max(0, offset - len(head)))
+            ext = rest[: max(0, offset - start)]
+    except InvalidParameterError:
+        raise
+    except FileNotFoundError:
+        raise InvalidParameterError(f"no such file: {path}") from None
+    except (OSError, EOFError, ValueError, struct.error, zlib.error) as e:
+        raise InvalidParameterError(f"{path} is not a readable NIfTI file ({e})") from None
+    pos = 0
+    while len(ext) - pos >= 16:
+        (esize,) = struct.unpack(order + "i", ext[pos : pos + 4])
+        if esize < 16 or esize % 16 or pos + esize > len(ext):
+            raise InvalidParameterError(
+                f"{path}: a header extension claims {esize} bytes where {len(ext) - pos} "
+                "remain before the data; the header is damaged"
+            )
+        pos += esize
+
+
+def _load_nifti(path: str | Path) -> Any:
+    """A nibabel image of ``path`` (header read, data not), its errors as one line."""
+    nib = require_nibabel()
+    _check_nifti_header(path)
+    try:
+        return nib.load(path, keep_file_open=True)  # one open file: blocks read forward
+    except FileNotFoundError:
+        raise InvalidParameterError(f"no such file: {path}") from None
+    except Exception as e:  # noqa: BLE001 - nibabel, gzip, struct and OS errors alike
+        raise InvalidParameterError(
+            f"{path} is not a readable NIfTI file ({type(e).__name__}: "
+            f"{' '.join(str(e).split())[:200]})"
+        ) from None
+
+
+def _check_nifti_data(img: Any, what: str) -> None:
+    """Real-valued voxels of a plain numeric type: responses are never complex or RGB."""
+    try:
+        dtype = np.dtype(img.get_data_dtype())
+    except Exception:  # noqa: BLE001 - a header nibabel cannot describe
+        dtype = None
+    if dtype is None or dtype.fields is not None or dtype.kind not in "iuf":
+        raise InvalidParameterError(
+            f"{what} holds {dtype} voxels; responses are real numbers (float32 as "
+            "berg-onnx writes them): complex, RGB and other data types are refused"
+        )
+
+
 def from_nifti(img: Any, metadata: Any) -> np.ndarray | dict[str, np.ndarray]:
     """The exact inverse of ``to_nifti``: (N, nv) float32 for a 4-D image, (nv,) for 3-D.
 
     ``img`` is a ``nibabel`` image or a path. With ``{roi: metadata}`` it returns
     ``{roi: responses}`` (where ROIs overlapped, the volume holds the winner's values).
-    The image must lie on the metadata's grid (same shape and affine).
+    The image must lie on the metadata's grid (same shape and affine) and hold real
+    numbers. Everything is checked from the header before any voxel is read; the
+    volumes are then read READ_BLOCK at a time, so only the (N, nv) result (checked
+    against the output budget first) grows with N.
     """
-    nib = require_nibabel()
+    from berg_onnx.utils.memory import check_output_size
+
+    what = "the image"
     if isinstance(img, (str, Path)):
-        img = nib.load(img)
+        what = str(img)
+        img = _load_nifti(img)
     lay = layout(metadata, overlap="last")
     shape = tuple(img.shape)
     if len(shape) not in (3, 4) or shape[:3] != lay.space.shape:
         raise InvalidParameterError(
-            f"the image has shape {shape}; expected {lay.space.shape} (3-D) or "
+            f"{what} has shape {shape}; expected {lay.space.shape} (3-D) or "
             f"{lay.space.shape + ('N',)} (4-D), the grid of the metadata's ROI mask"
         )
+    _check_nifti_data(img, what)
     if not np.allclose(img.affine, lay.space.affine, atol=1e-4):
         raise InvalidParameterError(
-            f"the image's affine\n{img.affine}\ndiffers from the metadata's fmri_affine\n"
+            f"the affine of {what}\n{img.affine}\ndiffers from the metadata's fmri_affine\n"
             f"{lay.space.affine}\n(another subject, or resampled?)"
         )
-    data = np.asanyarray(img.dataobj)
+    n = shape[3] if len(shape) == 4 else 1
+    check_output_size(n, sum(int(m.sum()) for m in lay.masks), f"the volumes of {what}")
     out = {
-        roi: np.ascontiguousarray(data[mask].T, dtype=np.float32)  # (nv,) or (N, nv)
-        for roi, mask in zip(lay.rois, lay.masks, strict=True)
+        r: np.empty((n, int(m.sum())), dtype=np.float32)
+        for r, m in zip(lay.rois, lay.masks, strict=True)
     }
+    try:
+        for lo in range(0, n, READ_BLOCK):
+            hi = min(n, lo + READ_BLOCK)
+            block = np.asanyarray(img.dataobj[..., lo:hi] if len(shape) == 4 else img.dataobj)
+            block = block.reshape(*lay.space.shape, hi - lo)
+            for roi, mask in zip(lay.rois, lay.masks, strict=True):
+                out[roi][lo:hi] = block[mask].T  # (hi - lo, nv)
+    except InvalidParameterError:
+        raise
+    except Exception as e:  # noqa: BLE001 - truncated data, gzip and OS errors alike
+        raise InvalidParameterError(
+            f"cannot read the volumes of {what} ({type(e).__name__}: "
+            f"{' '.join(str(e).split())[:200]}); the file is truncated or damaged"
+        ) from None
+    if len(shape) == 3:
+        out = {r: v[0] for r, v in out.items()}  # (nv,)
     return out[""] if lay.rois == ("",) else {r: out[r] for r in metadata}

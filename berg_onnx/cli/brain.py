@@ -22,7 +22,7 @@ from berg_onnx.cli._common import OVERLAP_HELP, add_command, hub_berg
 from berg_onnx.constants import DEFAULT_MODEL_ID
 from berg_onnx.errors import InvalidParameterError, ModelNotFoundError
 from berg_onnx.experiment.store import ExperimentStore
-from berg_onnx.utils.fileio import open_npy
+from berg_onnx.utils.fileio import open_npy_responses
 from berg_onnx.utils.outputs import (
     NIFTI_SUFFIXES,
     check_output,
@@ -86,11 +86,7 @@ def load_responses(args: argparse.Namespace) -> Loaded:
     if is_nifti_path(path):
         rows = from_nifti(path, meta)
     else:
-        rows = open_npy(
-            path,
-            what="a responses array",
-            expected="Expected the (N, voxels) .npy that berg-onnx encode --out wrote.",
-        )
+        rows = open_npy_responses(path)  # header checked before anything is mapped
     labels = labels_beside(listing_path(path), np.shape(rows))
     return Loaded({roi: rows}, {roi: meta}, labels, DEFAULT_MODEL_ID)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,24 @@ EXAMPLES = """examples:
   berg-onnx encode photos/ --subject 1 --roi V1 --berg-dir export_dir --out v1.npy"""
 
 
-def collect_images(args: argparse.Namespace) -> tuple[Any, list[str], list[Path]]:
+class RowLabels(Sequence[str]):
+    """``path[0]``, ``path[1]``, ... made when asked: an array of 10^9 rows costs nothing
+    before the output budget has been checked."""
+
+    def __init__(self, path: str, n: int) -> None:
+        self.path, self.n = path, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.n))]
+        i = range(self.n)[i]  # IndexError beyond the rows, negative indices from the end
+        return f"{self.path}[{i}]"
+
+
+def collect_images(args: argparse.Namespace) -> tuple[Any, Sequence[str], list[Path]]:
     """(stimulus, row labels, input files) from files, folders (files.py's rules) or one .npy."""
     from berg_onnx.inputs.scan import scan_images
     from berg_onnx.inputs.stimulus import as_stimulus, load_npy_stimulus
@@ -45,7 +63,7 @@ def collect_images(args: argparse.Namespace) -> tuple[Any, list[str], list[Path]
             raise CLIError(f"no such file: {path}")
         # header checked, memory-mapped (streamed), then validated before any model loads
         stimulus = load_npy_stimulus(path)
-        return stimulus, [f"{path}[{i}]" for i in range(len(stimulus))], [path]
+        return stimulus, RowLabels(str(path), len(stimulus)), [path]
     scan = scan_images(items)
     if scan.skipped:  # said after a successful run, so that an error stays one line
         args.notes.append(scan.summary())
@@ -53,7 +71,7 @@ def collect_images(args: argparse.Namespace) -> tuple[Any, list[str], list[Path]
     return stimulus, [str(p) for p in scan.files], list(scan.files)
 
 
-def write_output(out: Path, responses: np.ndarray, labels: list[str], berg, model) -> str:
+def write_output(out: Path, responses: np.ndarray, labels: Sequence[str], berg, model) -> str:
     """Write the responses by ``out``'s suffix (.npy, or a NIfTI in the subject's space) and
     the .paths.txt beside it, as one pair (outputs.py); returns what was written."""
     from berg_onnx.utils.outputs import is_nifti_path, write_responses

@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import reprlib
 import shutil
 import warnings
 from collections.abc import Callable
@@ -56,6 +57,7 @@ import numpy as np
 
 from berg_onnx.constants import VOXEL_ORDER
 from berg_onnx.errors import (
+    BERGError,
     ExperimentError,
     InvalidParameterError,
     ModelLoadError,
@@ -107,8 +109,9 @@ def _open_root(zarr: Any, path: str, mode: str) -> Any | None:
         return zarr.open_group(store=path, mode=mode, use_consolidated=False)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
         return None
-    except (ValueError, json.JSONDecodeError) as e:
-        raise ExperimentError(f"{path} is not a readable Zarr store ({e})") from None
+    except (ValueError, TypeError, KeyError, RecursionError, json.JSONDecodeError) as e:
+        text = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ExperimentError(f"{path} is not a readable Zarr store ({text})") from None
 
 
 def _only_half_written_root(path: str) -> bool:
@@ -129,13 +132,39 @@ def _ours(root: Any) -> bool:
 
 def missing_chunks(root: Any, subject: int, roi: str) -> list[int]:
     """Indices of the chunks of (subject, roi) not recorded complete in an opened store's
-    root group (readers use it too: a record cut short by a kill reads as "not done")."""
-    done = root[f"{DONE}/{array_name(subject, roi)}"]
+    root group (readers use it too: a record cut short by a kill reads as "not done").
+
+    The record is checked against the store's geometry first (its length in O(1)), and
+    a chunk counts as complete only when its record says 1 *and* its rows were written
+    (a chunk object exists): a record forged over unwritten rows reads as not done.
+    """
+    name = array_name(subject, roi)
+    n_images, chunk_size = check_geometry(root.attrs, _where(root))
+    n_chunks = -(-n_images // chunk_size)
+    done = root[f"{DONE}/{name}"]
+    check_record(done, n_chunks, f"{_where(root)}/{DONE}/{name}")
+    candidates = _written_chunks(done)
+    data = _written_chunks(root[name])
+    if candidates is None or data is None:  # a store that cannot be listed: read the records
+        candidates = range(n_chunks)
+    else:
+        candidates = sorted(candidates & data)
+    complete = {
+        i for i, flag in zip(candidates, _flags(done, candidates), strict=True) if flag == 1
+    }
+    return [i for i in range(n_chunks) if i not in complete]
+
+
+def _flags(done: Any, indices: Any) -> list[int]:
+    """The record's entries at ``indices``: one selection (only those chunks are read), or
+    entry by entry where one of them was cut short by a kill (it reads as 0)."""
+    indices = list(indices)
+    if not indices:
+        return []
     try:
-        flags = done[:]
+        return [int(v) for v in done.get_coordinate_selection(np.asarray(indices))]
     except Exception:  # noqa: BLE001 - a record cut short by a kill reads as "not done"
-        flags = np.array([_flag(done, i) for i in range(done.shape[0])])
-    return [int(i) for i in np.flatnonzero(flags != 1)]
+        return [_flag(done, i) for i in indices]
 
 
 class ExperimentStore:
@@ -158,8 +187,7 @@ class ExperimentStore:
         self.root = root
         self.path = path
         self.read_only = read_only
-        self.n_images = int(attrs.get("n_images", 0))
-        self.chunk_size = int(attrs.get("chunk_size", 1)) or 1
+        self.n_images, self.chunk_size = check_geometry(attrs, path)  # typed, in range
         self._models = models
         #: The image set in the store's row order (create_or_open only).
         self.stimuli: StimulusSet | None = None
@@ -272,6 +300,7 @@ class ExperimentStore:
         fresh = root is None or overwrite
         reconciled = None
         if not fresh:
+            check_geometry(root.attrs, path)  # types and ranges, before any comparison
             _check_root(root, job, path)
             if stimuli.kind == "files":
                 reconciled = records.reconcile(root, stimuli, path, threads)
@@ -279,6 +308,7 @@ class ExperimentStore:
         chunk_size = job.chunk_size or DEFAULT_CHUNK_SIZE
         if not fresh:
             chunk_size = int(root.attrs["chunk_size"])
+        check_new_geometry(job, chunk_size)  # what a resume will check, before writing
         todo = _rows_to_compute(root if not fresh else None, job, stimuli, chunk_size, reconciled)
         bad = stimuli.check_rows(todo, threads)
         if bad and stimuli.on_error == "fail":
@@ -341,12 +371,21 @@ class ExperimentStore:
         except Exception as e:  # noqa: BLE001 - zarr raises several kinds for a non-store
             raise ModelLoadError(f"{path} is not a readable Zarr store ({e})") from None
         source = root.attrs.get("source")
+        if isinstance(source, dict) and not all(
+            isinstance(v, str) and len(v) < 4096 for v in source.values()
+        ):
+            source = None  # values of another type: no source it can be read from
         if not isinstance(source, dict) or not ("export_dir" in source or "repo_id" in source):
             raise ModelLoadError(
                 f"{path} has no model source in its root attributes (source: "
                 f"{{'repo_id', 'revision'}} or {{'export_dir'}}); is it a berg-onnx run store?"
             )
-        return cls(root, path, None, read_only=True)
+        if not isinstance(root.attrs.get("model_id", ""), str):
+            raise ModelLoadError(f"{path}: root attribute model_id is not a string")
+        try:
+            return cls(root, path, None, read_only=True)
+        except BERGError as e:  # its geometry (check_geometry): a damaged or crafted store
+            raise ModelLoadError(str(e)) from None
 
     def close(self) -> None:
         """Let go of the store's lock (a writing run's handle; safe to call twice)."""
@@ -394,8 +433,15 @@ class ExperimentStore:
                 f"{self.path}/{name} states voxel_order {order!r}, not {VOXEL_ORDER!r}: its "
                 "columns cannot be put back in space"
             )
+        try:  # the store's contract, before a byte is trusted
+            check_model_array(array, self.n_images, self.chunk_size, f"{self.path}/{name}")
+        except BERGError as e:
+            raise ModelLoadError(str(e)) from None
         if f"{DONE}/{name}" in self.root:  # the writer's completion records
-            missing = missing_chunks(self.root, subject, roi)
+            try:
+                missing = missing_chunks(self.root, subject, roi)
+            except BERGError as e:
+                raise ModelLoadError(str(e)) from None
             if missing:
                 n_chunks = self.root[f"{DONE}/{name}"].shape[0]
                 raise ModelLoadError(
@@ -408,10 +454,20 @@ class ExperimentStore:
         """The row labels (file names as the OS gave them, or row indices), or None."""
         if STIMULI not in self.root:
             return None
+        try:
+            check_stimuli_array(self.root, self.n_images, self.path)
+        except BERGError as e:
+            raise ModelLoadError(str(e)) from None
         return records.stored_labels(self.root)
 
     def model_files(self, subject: int, roi: str) -> dict[str, str]:
-        return dict(self.root[array_name(subject, roi)].attrs.get("model_files") or {})
+        files = self.root[array_name(subject, roi)].attrs.get("model_files") or {}
+        if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+            raise ModelLoadError(
+                f"{self.path}/{array_name(subject, roi)}: attribute model_files is not a "
+                "{file name: sha256} mapping; the store is damaged"
+            )
+        return dict(files)
 
     def failed_rows(self) -> list[tuple[str, str]]:
         """(label, why) of every row whose image could not be read, in row order."""
@@ -490,7 +546,7 @@ class ExperimentStore:
         if failed is not None and np.any(failed):
             rows = rows.copy()
             rows[np.asarray(failed, dtype=bool)] = np.nan  # an image that could not be read
-        array[start:stop] = rows
+        _writing_every_chunk(array)[start:stop] = rows  # a chunk of NaN rows is written too
         pause_point("chunk-data")
         self.root[f"{DONE}/{name}"][chunk_index] = 1
         pause_point("chunk-recorded")
@@ -525,6 +581,7 @@ class ExperimentStore:
         """Write the labels unless recorded written; whether it wrote (so for each _ensure)."""
         marker = self._node(f"{DONE}/{STIMULI}")
         if marker is not None and _flag(marker, 0) == 1:
+            check_stimuli_array(self.root, self.n_images, self.path)
             return False
         _labels_array(self.root, STIMULI, stimuli.labels)
         self.root.create_array(
@@ -578,7 +635,10 @@ class ExperimentStore:
     def _ensure_model(self, plan: ModelPlan, voxel_space: VoxelSpace | None = None) -> bool:
         marker = f"{DONE}/{plan.name}"
         array = self._node(plan.name)
-        if array is not None and self._node(marker) is not None:
+        record = self._node(marker)
+        if array is not None and record is not None:
+            check_model_array(array, self.n_images, self.chunk_size, f"{self.path}/{plan.name}")
+            check_record(record, self.n_chunks, f"{self.path}/{marker}")
             _check_model(array, plan, self.path)
             return False
         group = self.root.require_group(f"sub-{plan.subject:02d}")
@@ -842,10 +902,150 @@ def _check_model(array: Any, plan: ModelPlan, path: str) -> None:
             f"{plan.name} in {path} was computed at precision {attrs.get('precision')}, "
             f"not {plan.precision}: resume with the same precision, {_START_OVER}"
         )
-    if dict(attrs.get("model_files", {})) != plan.model_files or array.shape[1] != plan.n_voxels:
+    files = attrs.get("model_files", {})
+    if (
+        not isinstance(files, dict)
+        or dict(files) != plan.model_files
+        or array.shape[1] != plan.n_voxels
+    ):
         raise ExperimentError(
             f"{plan.name} in {path} was computed with other model files "
             f"({attrs.get('model_files')}) than the source has now ({plan.model_files}): "
             f"the model version changed. Use the original models, another output path, "
             f"{_START_OVER}"
         )
+
+
+# -- the contract, checked before a store is trusted (resume or read) ----------------------
+#: Chunks per model and bytes per chunk a store may claim: 2^20 chunks of the default 256
+#: rows are 268 million images; one chunk is read whole, so it must fit in memory.
+MAX_CHUNKS = 1 << 20
+MAX_CHUNK_BYTES = 64 << 20
+
+
+def _where(root: Any) -> str:
+    """The store's folder (or URL), for messages."""
+    try:
+        store_path = root.store_path
+        local = getattr(store_path.store, "root", None)  # a LocalStore's folder
+        if local is not None:
+            return str(Path(local) / store_path.path) if store_path.path else str(local)
+        return str(store_path)
+    except Exception:  # noqa: BLE001 - only for messages
+        return "the experiment store"
+
+
+def _count(value: Any, name: str, where: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ExperimentError(
+            f"{where}: root attribute {name} is {reprlib.repr(value)}, not an integer >= {low}; "
+            "the store is damaged: write a new one (another path, or --overwrite)"
+        )
+    return value
+
+
+def check_geometry(attrs: Any, where: str) -> tuple[int, int]:
+    """(n_images, chunk_size) of a store's root attributes, type- and range-checked."""
+    n_images = _count(attrs.get("n_images"), "n_images", where, 0)
+    chunk_size = _count(attrs.get("chunk_size"), "chunk_size", where, 1)
+    if -(-n_images // chunk_size) > MAX_CHUNKS:
+        raise ExperimentError(
+            f"{where}: {n_images} images in chunks of {chunk_size} are more than "
+            f"{MAX_CHUNKS} chunks; the store is damaged or not one berg-onnx writes"
+        )
+    return n_images, chunk_size
+
+
+def check_new_geometry(job: ExperimentJob, chunk_size: int) -> None:
+    """Refuse, before anything is written, a store that a resume would refuse."""
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise InvalidParameterError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if -(-job.n_images // chunk_size) > MAX_CHUNKS:
+        raise InvalidParameterError(
+            f"{job.n_images} images in chunks of {chunk_size} are more than {MAX_CHUNKS} "
+            "chunks: pass a larger chunk size"
+        )
+    for plan in job.models:
+        if chunk_size * plan.n_voxels * 4 > MAX_CHUNK_BYTES:
+            rows = MAX_CHUNK_BYTES // (plan.n_voxels * 4)
+            raise InvalidParameterError(
+                f"chunks of {chunk_size} images x {plan.n_voxels} voxels of {plan.name} would "
+                f"exceed {MAX_CHUNK_BYTES >> 20} MB each: pass a chunk size of at most {rows}"
+            )
+
+
+def check_model_array(array: Any, n_images: int, chunk_size: int, where: str) -> None:
+    """A model's responses: float32 (n_images, nv), chunks (chunk_size, nv), bounded."""
+    shape, chunks = tuple(array.shape), tuple(array.chunks)
+    ok = (
+        array.dtype == np.float32
+        and len(shape) == 2
+        and shape[0] == n_images
+        and 1 <= shape[1] <= 1_000_000
+        and chunks == (chunk_size, shape[1])
+    )
+    if not ok:
+        raise ExperimentError(
+            f"{where} is {array.dtype} {shape} in chunks {chunks}, not float32 "
+            f"({n_images}, nv) in chunks ({chunk_size}, nv) as the store's attributes say; "
+            f"it was not written by berg-onnx: {_START_OVER}"
+        )
+    if chunk_size * shape[1] * 4 > MAX_CHUNK_BYTES:
+        raise ExperimentError(
+            f"{where}: one chunk of {chunk_size} x {shape[1]} float32 would need more than "
+            f"{MAX_CHUNK_BYTES >> 20} MB to read: {_START_OVER}"
+        )
+
+
+def check_record(record: Any, n_chunks: int, where: str) -> None:
+    """A completion record: uint8 (n_chunks,) in chunks of one (its length checked in O(1))."""
+    if record.dtype != np.uint8 or tuple(record.shape) != (n_chunks,) or record.chunks != (1,):
+        raise ExperimentError(
+            f"{where} is a completion record of {record.dtype} {tuple(record.shape)}, not uint8 "
+            f"({n_chunks},) (one entry per chunk): the store is damaged: {_START_OVER}"
+        )
+
+
+def check_stimuli_array(root: Any, n_images: int, where: str) -> None:
+    try:
+        stimuli = root[STIMULI]
+        shape = tuple(stimuli.shape)
+    except Exception:  # noqa: BLE001 - missing, or metadata cut short
+        shape = None
+    if shape != (n_images,):
+        raise ExperimentError(
+            f"{where}/{STIMULI} has shape {shape}, not ({n_images},) (one label per image): "
+            f"the store is damaged: {_START_OVER}"
+        )
+
+
+def _written_chunks(array: Any) -> set[int] | None:
+    """Indices (first axis) of the chunks of ``array`` that exist in its store, from one
+    listing (bounded by what the store holds, not by the shape it claims); None when the
+    store cannot be listed."""
+    try:
+        from zarr.core.sync import sync
+
+        store_path = array.store_path
+        prefix = f"{store_path.path}/c/" if store_path.path else "c/"
+
+        async def keys() -> list[str]:
+            return [k async for k in store_path.store.list_prefix(prefix)]
+
+        found = set()
+        for key in sync(keys()):
+            first = key[len(prefix) :].split("/", 1)[0]
+            if first.isdigit():
+                found.add(int(first))
+        return found
+    except Exception:  # noqa: BLE001 - another zarr version or store kind: no listing
+        return None
+
+
+def _writing_every_chunk(array: Any) -> Any:
+    """``array`` configured to store chunks equal to the fill value too (zarr skips them by
+    default), so that a recorded chunk always has its object: see missing_chunks."""
+    try:
+        return array.with_config({"write_empty_chunks": True})
+    except (AttributeError, TypeError, ValueError):
+        return array

@@ -192,22 +192,58 @@ def _to_chw(img: Any, background: tuple[int, int, int], name: str) -> np.ndarray
     is_16bit = img.mode in MODES_16BIT or (img.mode == "I" and (_raw_mode(img) or "") in _RAW_16BIT)
     if img.mode in ("I", "F") and not is_16bit or img.mode.startswith("I;32"):
         raise StimulusError(_refusal(img.mode, name))
+    check_pixels(img.size, name)  # from the header, before anything is decoded
     img.load()
     if _orientation(img) != 1:
         from PIL import ImageOps  # only for rotated images: cold start
 
         img = ImageOps.exif_transpose(img)
+    out = np.empty((3, img.size[1], img.size[0]), dtype=np.uint8)
     if is_16bit:
-        return _from_16bit(img, background)
+        for y0, y1, strip in _strips(img):
+            out[:, y0:y1] = _from_16bit(strip, background)
+        return out
     transparent = img.mode in _ALPHA_MODES or "transparency" in img.info
-    if transparent:
-        rgba = np.asarray(img.convert("RGBA"))
-        return _composite(rgba[..., :3], rgba[..., 3], background)
-    try:
-        rgb = img.convert("RGB")
-    except ValueError as e:
-        raise StimulusError(f"Cannot convert {name} (mode {img.mode}) to RGB: {e}") from None
-    return np.ascontiguousarray(np.asarray(rgb).transpose(2, 0, 1))
+    for y0, y1, strip in _strips(img):
+        if transparent:
+            rgba = np.asarray(strip.convert("RGBA"))
+            out[:, y0:y1] = _composite(rgba[..., :3], rgba[..., 3], background)
+            continue
+        try:
+            rgb = strip.convert("RGB")
+        except ValueError as e:
+            raise StimulusError(f"Cannot convert {name} (mode {img.mode}) to RGB: {e}") from None
+        out[:, y0:y1] = np.asarray(rgb).transpose(2, 0, 1)
+    return out
+
+
+#: Pixels converted at a time: every conversion below is per pixel, so converting the
+#: decoded image in strips of rows gives the same bytes in bounded extra memory.
+_STRIP_PIXELS = 1 << 20
+
+
+def _strips(img: Any) -> Any:
+    """(first row, end row, the decoded image's rows as a PIL image) covering ``img``."""
+    width, height = img.size
+    step = max(1, _STRIP_PIXELS // max(1, width))
+    for y0 in range(0, height, step):
+        y1 = min(height, y0 + step)
+        yield y0, y1, img.crop((0, y0, width, y1))
+
+
+def check_pixels(size: tuple[int, int], name: str) -> None:
+    """Refuse an image of more pixels than the image pixel limit (constants.py)."""
+    from berg_onnx.constants import ENV_MAX_IMAGE_PIXELS, max_image_pixels
+
+    width, height = size
+    limit = max_image_pixels()
+    if width * height > limit:
+        raise StimulusError(
+            f"Refusing {name}: {width}x{height} = {width * height} pixels, more than the "
+            f"{limit}-pixel image limit (decoding it would need "
+            f"{width * height * 7 / 2**30:.1f} GiB). Resize it first, or raise "
+            f"{ENV_MAX_IMAGE_PIXELS} if you trust it and have the memory."
+        )
 
 
 def _from_16bit(img: Any, background: tuple[int, int, int]) -> np.ndarray:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -163,23 +163,19 @@ def _walk(
     skipped: list[Skipped],
     seen: set[tuple[int, int]],
 ) -> None:
-    try:
-        st = folder.stat()
-    except OSError:
-        skipped.append(Skipped(folder, UNREADABLE))
-        return
-    if (st.st_dev, st.st_ino) in seen:
-        skipped.append(Skipped(folder, SEEN_FOLDER))
-        return
-    seen.add((st.st_dev, st.st_ino))
-    try:
-        with os.scandir(folder) as it:
-            entries = sorted(it, key=lambda e: e.name)
-    except OSError:
-        skipped.append(Skipped(folder, UNREADABLE))
-        return
-    for entry in entries:
-        path = folder / entry.name
+    """Depth-first, in name order, with an explicit stack: any depth of nested folders
+    (the file system's path length is the only bound), never Python's recursion limit."""
+    stack: list[tuple[Path, Iterator[os.DirEntry[str]]]] = []
+    entries = _enter(folder, skipped, seen)
+    if entries is not None:
+        stack.append((folder, entries))
+    while stack:
+        parent, entries = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            stack.pop()
+            continue
+        path = parent / entry.name
         if is_hidden(entry.name):
             skipped.append(Skipped(path, HIDDEN))
             continue
@@ -189,7 +185,9 @@ def _walk(
         except OSError:
             is_dir = is_file = False
         if is_dir:
-            _walk(path, extensions, found, skipped, seen)
+            sub = _enter(path, skipped, seen)
+            if sub is not None:
+                stack.append((path, sub))
         elif is_file:
             if path.suffix.lower() in extensions:
                 found.append(path)
@@ -199,3 +197,24 @@ def _walk(
             skipped.append(Skipped(path, BROKEN_LINK))
         else:  # sockets, fifos, devices
             skipped.append(Skipped(path, NOT_AN_IMAGE))
+
+
+def _enter(
+    folder: Path, skipped: list[Skipped], seen: set[tuple[int, int]]
+) -> Iterator[os.DirEntry[str]] | None:
+    """The folder's entries in name order, or None (unreadable, or visited already)."""
+    try:
+        st = folder.stat()
+    except OSError:
+        skipped.append(Skipped(folder, UNREADABLE))
+        return None
+    if (st.st_dev, st.st_ino) in seen:
+        skipped.append(Skipped(folder, SEEN_FOLDER))
+        return None
+    seen.add((st.st_dev, st.st_ino))
+    try:
+        with os.scandir(folder) as it:
+            return iter(sorted(it, key=lambda e: e.name))
+    except OSError:
+        skipped.append(Skipped(folder, UNREADABLE))
+        return None

@@ -23,6 +23,24 @@ MAX_MANIFEST_BYTES = 16 << 20  # 184 models take ~400 KB
 MAX_MODELS = 10_000
 MAX_VOXELS = 1_000_000
 MAX_FILE_BYTES = 1 << 40
+#: What one model's files can weigh, so that a declared size is compared with the
+#: file's before any hashing and hashing is bounded by what the model can need: a
+#: graph holds one encoder per split (~5.6 MB each) and ~9.2 KB of readout per voxel
+#: (fp32; int8 less); the metadata ~30 KB plus a few float arrays per voxel.
+GRAPH_BYTES_PER_SPLIT = 64 << 20
+GRAPH_BYTES_PER_VOXEL = 64 << 10
+METADATA_BYTES = 64 << 20
+METADATA_BYTES_PER_VOXEL = 1 << 10
+
+
+def max_graph_bytes(nv: int, splits: int) -> int:
+    return splits * GRAPH_BYTES_PER_SPLIT + nv * GRAPH_BYTES_PER_VOXEL
+
+
+def max_metadata_bytes(nv: int) -> int:
+    return METADATA_BYTES + nv * METADATA_BYTES_PER_VOXEL
+
+
 MAX_SPLITS = 8
 MAX_STR = 256
 MAX_EXTRA_ITEMS = 256  # keys/items of one free-form value (versions, verification, unknown keys)
@@ -100,7 +118,7 @@ def _small(v: Any, where: str, depth: int = 0) -> None:
         raise _Bad(where, "not a finite number")
 
 
-def _file(v: Any, where: str, optional: bool = False) -> None:
+def _file(v: Any, where: str, optional: bool = False, limit: int = MAX_FILE_BYTES) -> None:
     if optional and v is None:
         return
     entry = _dict(v, where)
@@ -110,7 +128,11 @@ def _file(v: Any, where: str, optional: bool = False) -> None:
     if ".." in name:
         raise _Bad(f"{where}.name", f"{_show(name)} is not a plain file name")
     _str(entry["sha256"], f"{where}.sha256", _SHA256, 64)
-    _int(entry["size"], f"{where}.size", 0, MAX_FILE_BYTES)
+    size = _int(entry["size"], f"{where}.size", 0, MAX_FILE_BYTES)
+    if size > limit:
+        raise _Bad(
+            f"{where}.size", f"{size} bytes, more than this model's files can hold ({limit})"
+        )
 
 
 _REQUIRED = (
@@ -155,9 +177,10 @@ def _model(key: str, v: Any, where: str) -> None:
         _str(s["source_sha256"], f"{sw}.source_sha256", _SHA256, 64)
     if total != nv:
         raise _Bad(f"{where}.splits", f"split voxel counts sum to {total}, not nv = {nv}")
-    _file(entry["onnx"], f"{where}.onnx")
-    _file(entry["metadata"], f"{where}.metadata")
-    _file(entry.get("onnx_int8"), f"{where}.onnx_int8", optional=True)
+    graph = max_graph_bytes(nv, len(splits))
+    _file(entry["onnx"], f"{where}.onnx", limit=graph)
+    _file(entry["metadata"], f"{where}.metadata", limit=max_metadata_bytes(nv))
+    _file(entry.get("onnx_int8"), f"{where}.onnx_int8", optional=True, limit=graph)
     _str(entry["metadata_source_sha256"], f"{where}.metadata_source_sha256", _SHA256, 64)
     _int(entry["opset"], f"{where}.opset", 1, 1000)
     versions = _dict(entry["versions"], f"{where}.versions")

@@ -49,11 +49,45 @@ def placeholder_hint(repo_id: str) -> str:
     )
 
 
+def _repo_folder(path: Path) -> Path:
+    """The cache's folder of one repo, from a snapshot path <repo>/snapshots/<commit>/<file>."""
+    return path.parent.parent.parent
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+    except ValueError:
+        return False
+    return True
+
+
+def _outside_cache(path: Path) -> str | None:
+    """Why a cached snapshot entry points out of its repo's cache folder, or None.
+
+    huggingface_hub's snapshot files are links into the repo's ``blobs/``; an
+    entry resolving anywhere else (a link planted to another file) is damaged
+    and is never read, hashed or deleted through.
+    """
+    repo = _repo_folder(path).resolve()
+    target = path.resolve()
+    if not _inside(target, repo):
+        return f"{path} is a link out of the cache (to {target})"
+    return None
+
+
 def _remove_cached(path: Path) -> None:
-    """Delete a cached file: the snapshot link and the blob it points to."""
-    blob = path.resolve()
-    path.unlink(missing_ok=True)
-    if blob != path:
+    """Delete a damaged cache entry: the snapshot link, and its blob when that lies in the
+    repo's own ``blobs/`` folder. Nothing outside the cache is ever removed: a link to
+    elsewhere is itself the damaged entry, and only the link goes."""
+    if path.is_dir() and not path.is_symlink():
+        raise ModelLoadError(
+            f"{path} is a folder where the cache holds a file; remove it (it is left as it is)"
+        )
+    blobs = _repo_folder(path).resolve() / "blobs"
+    blob = path.resolve() if path.is_symlink() else None
+    path.unlink(missing_ok=True)  # the link itself (unlink never follows it)
+    if blob is not None and blob.parent == blobs and not blob.is_symlink():
         blob.unlink(missing_ok=True)
 
 
@@ -180,6 +214,9 @@ class HubStore:
         if self._manifest is None:
             name = load_catalog().manifest_name
             path = self._download(name, self.revision)
+            outside = _outside_cache(path)
+            if outside:
+                raise ModelLoadError(f"{outside}; refusing to read it as the manifest.")
             self._manifest = Manifest.load(path, source=f"{self.describe()}/{name}")
             commit = path.parent.name
             self._commit = commit if _COMMIT.match(commit) else None
@@ -194,7 +231,7 @@ class HubStore:
             stamp = (st.st_size, st.st_mtime_ns)
             if self._verified.get(path) == stamp:
                 return path
-            problem = check_file(path, entry.size, entry.sha256)  # see utils/verified.py
+            problem = _outside_cache(path) or check_file(path, entry.size, entry.sha256)
             if problem is None:
                 self._verified[path] = stamp
                 return path

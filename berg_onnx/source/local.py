@@ -76,12 +76,29 @@ class LocalStore:
                     f"{self.root} has no {path.name}; expected an export directory written "
                     "by `python -m export convert`."
                 )
-            self._manifest = Manifest.load(path)
+            self._manifest = Manifest.load(self._inside(path))
             self._manifest_stamp = stamp
         return self._manifest
 
+    def _inside(self, path: Path) -> Path:
+        """``path`` when it resolves inside the export folder (a link within it is fine; so
+        is a Hugging Face cache snapshot's link into its repo's ``blobs/``); a link out of
+        the folder is refused, naming both ends."""
+        root = self.root.resolve()
+        target = path.resolve()
+        roots = [root]
+        if root.parent.name == "snapshots":  # <repo>/snapshots/<commit> of a Hub cache
+            roots.append(root.parent.parent / "blobs")
+        if not any(target.is_relative_to(r) for r in roots):
+            raise ModelLoadError(
+                f"{path} resolves to {target}, outside the "
+                f"export directory {root}; refusing to read it. Copy the file into the "
+                "export instead of linking it."
+            )
+        return path
+
     def fetch(self, entry: FileEntry) -> Path:
-        path = self.root / entry.name
+        path = self._inside(self.root / entry.name)
         try:
             st = path.stat()
         except FileNotFoundError:

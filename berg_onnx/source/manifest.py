@@ -43,7 +43,7 @@ class FileEntry:
         size = path.stat().st_size
         if size != self.size:
             return f"{path} has {size} bytes, expected {self.size}"
-        digest = sha256_file(path)
+        digest = sha256_file(path, max_bytes=self.size)  # the size was compared first
         if digest != self.sha256:
             return f"{path} has sha256 {digest}, expected {self.sha256}"
         return None

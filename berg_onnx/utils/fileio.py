@@ -15,18 +15,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from berg_onnx.errors import BERGError, InvalidParameterError, StimulusError
+from berg_onnx.errors import InvalidParameterError, StimulusError
 
 _CHUNK = 1 << 20
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
+def sha256_file(path: str | os.PathLike[str], max_bytes: int | None = None) -> str:
+    """The file's sha256; with ``max_bytes``, at most that many bytes (plus one) are read,
+    so a file that grows while it is hashed cannot make the hash unbounded (its digest
+    then differs from any of ``max_bytes`` bytes)."""
     import hashlib  # not at import: a cold start that hashes nothing skips loading OpenSSL
 
     digest = hashlib.sha256()
+    left = None if max_bytes is None else max_bytes + 1
     with open(path, "rb") as f:
-        while block := f.read(_CHUNK):
+        while block := f.read(_CHUNK if left is None else min(_CHUNK, left)):
             digest.update(block)
+            if left is not None:
+                left -= len(block)
+                if left <= 0:
+                    break
     return digest.hexdigest()
 
 
@@ -150,27 +158,73 @@ def read_npy_header(f) -> tuple[tuple[int, ...], bool, Any, int]:
     return shape, fortran, dtype, head + length
 
 
-def open_npy(
-    path: str | os.PathLike[str],
-    *,
-    what: str,
-    expected: str,
-    error: type[BERGError] = InvalidParameterError,
-):
-    """A read-only memory map of a plain numeric ``.npy`` file, its header checked first.
+def _check_image_size(shape: tuple[int, ...], bad) -> None:
+    """One image of the array (all but the first axis of (N, ...), or all of a 2-D/3-D
+    array) within the image pixel limit: its two longest axes are height and width, and
+    it holds at most 4 values per pixel."""
+    from berg_onnx.constants import ENV_MAX_IMAGE_PIXELS, max_image_pixels
+
+    per_image = sorted(shape[1:] if len(shape) >= 4 else shape)
+    pixels = values = 1
+    for n in per_image[-2:]:
+        pixels *= n
+    for n in per_image:
+        values *= n
+    limit = max_image_pixels()
+    if pixels > limit or values > 4 * limit:
+        raise bad(
+            f"an image of the array (shape {shape}) has {pixels} pixels, more than the "
+            f"{limit}-pixel image limit ({ENV_MAX_IMAGE_PIXELS}); resize the images first"
+        )
+
+
+def open_npy_stimulus(path: str | os.PathLike[str]):
+    """A read-only memory map of a ``.npy`` stimulus array, its header checked first.
 
     ``np.load`` trusts the header: a crafted one may claim any shape, dtype or
     (with ``allow_pickle``) run code. Here the header must describe a plain
-    numeric array whose bytes are exactly the rest of the file, before anything
-    is mapped; dtype kind and shape are then the caller's to judge. Errors are
-    ``error``s naming the file, ``what`` it should have been and ``expected``, the fix.
+    numeric array whose bytes are exactly the rest of the file, and images within
+    the image pixel limit, before anything is mapped; its dtype and shape are then
+    ``as_stimulus``'s to judge, with hints for the input it saw. Errors are
+    StimulusError naming the file.
     """
-    import numpy as np
+    from berg_onnx.errors import StimulusError
 
     path = Path(path)
 
-    def bad(reason: str) -> BERGError:
-        return error(f"{path} is not {what}: {reason}. {expected}")
+    def bad(reason: str) -> StimulusError:
+        return StimulusError(
+            f"{path} is not a stimulus array: {reason}. Expected an .npy file of integers "
+            "0-255 with shape (N, 3, H, W), e.g. np.save(path, images.astype(np.uint8))."
+        )
+
+    return open_npy(path, bad, lambda shape: _check_image_size(shape, bad))
+
+
+def open_npy_responses(path: str | os.PathLike[str]):
+    """A read-only memory map of an encode output ``.npy`` ((N, nv) or (nv,) numbers),
+    its header checked first as ``open_npy_stimulus`` does; errors are
+    InvalidParameterError naming the file."""
+    from berg_onnx.errors import InvalidParameterError
+
+    path = Path(path)
+
+    def bad(reason: str) -> InvalidParameterError:
+        return InvalidParameterError(
+            f"{path} is not a responses array: {reason}. Expected the .npy that "
+            "`berg-onnx encode` writes: float32 (N, voxels)."
+        )
+
+    return open_npy(path, bad)
+
+
+def open_npy(path: Path, bad, check_shape=None):
+    """The checked, memory-mapped array of ``path``: the one .npy opener both wrap.
+
+    ``bad(reason)`` makes the error to raise; ``check_shape(shape)`` may refuse a
+    shape (by raising) before anything is mapped.
+    """
+    import numpy as np
 
     try:
         with open(path, "rb") as f:
@@ -180,37 +234,25 @@ def open_npy(
             except ValueError as e:
                 raise bad(f"not a readable .npy header ({e})") from None
     except OSError as e:
-        raise error(f"cannot read {path}: {e.strerror or e}") from None
+        raise bad(f"cannot read it ({e.strerror or e})") from None
     if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
         raise bad(f"dtype {dtype} is not a plain numeric type")
     if dtype.kind not in "uifb":
         raise bad(f"dtype {dtype} is not numeric")
-    if len(shape) > 8 or not all(isinstance(n, int) and n >= 0 for n in shape):
-        raise bad(f"shape {shape} is not an array shape")
+    if len(shape) > 8 or not all(isinstance(n, int) and 0 <= n < 1 << 31 for n in shape):
+        raise bad(f"shape {shape} is not an array shape (dimensions 0 to 2**31 - 1)")
+    if check_shape is not None:
+        check_shape(shape)
+    # dtype kind and shape are the caller's to judge: its messages suggest the right fix
     need = dtype.itemsize
     for n in shape:
         need *= n
     if offset + need != size:
         raise bad(f"the header promises {need} data bytes, the file holds {size - offset}")
     if need == 0 or not shape:
-        return np.zeros(shape, dtype=dtype)  # nothing to map; the caller names the problem
+        return np.zeros(shape, dtype=dtype)  # nothing to map; the validator names the problem
     order = "F" if fortran else "C"
     try:
         return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)
     except (OSError, ValueError) as e:
-        raise error(f"cannot map {path}: {e}") from None
-
-
-def open_npy_stimulus(path: str | os.PathLike[str]):
-    """``open_npy`` for a stimulus array: StimulusErrors with the stimulus format's fix.
-
-    dtype kind and shape are ``as_stimulus``'s to judge: its messages suggest the
-    right fix for the input it saw.
-    """
-    return open_npy(
-        path,
-        what="a stimulus array",
-        expected="Expected an .npy file of integers 0-255 with shape (N, 3, H, W), e.g. "
-        "np.save(path, images.astype(np.uint8)).",
-        error=StimulusError,
-    )
+        raise bad(f"it cannot be mapped ({e})") from None

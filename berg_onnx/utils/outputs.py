@@ -108,6 +108,26 @@ def read_listing(path: str | os.PathLike[str]) -> list[str]:
     return [unescape_label(line) for line in text.split("\n")[:-1]]
 
 
+#: The longest line a listing may have (a file path, escaped).
+MAX_LISTING_LINE = 1 << 16
+
+
+def read_listing_bounded(path: str | os.PathLike[str], n_rows: int) -> list[str] | None:
+    """``read_listing`` for a listing that must have ``n_rows`` lines, read line by line:
+    None as soon as it has more lines, a line longer than MAX_LISTING_LINE or fewer lines
+    (a listing that does not belong to its rows is never read whole)."""
+    labels: list[str] = []
+    with open(path, "rb") as f:
+        while True:
+            line = f.readline(MAX_LISTING_LINE + 1)
+            if not line:
+                break
+            if not line.endswith(b"\n") or len(labels) >= n_rows:
+                return None  # an overlong or unended line, or more lines than rows
+            labels.append(unescape_label(line[:-1].decode("utf-8", "surrogateescape")))
+    return labels if len(labels) == n_rows else None
+
+
 def _alternatives(words: Sequence[str]) -> str:
     """("a",) -> "a"; ("a", "b", "c") -> "a, b or c"."""
     return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from berg_onnx.errors import ModelLoadError
@@ -171,3 +172,62 @@ def test_convert_process_refuses_with_one_line_fast_and_small(
     assert wall < 5, f"convert took {wall:.1f} s to refuse"
     assert peak_mb < 500, f"convert peaked at {peak_mb:.0f} MB"
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+# -- second pass: byte order, the ROI a file is filed under, bounded reads ------------------
+def test_big_endian_arrays_read_as_the_same_numbers(tmp_path):
+    data, affine = crafted.big_endian_metadata()
+    path = tmp_path / "metadata_sub-01_roi-V1.npy"
+    path.write_bytes(data)
+    got = load_pickled_npy(path)["fmri"]["fmri_affine"]
+    np.testing.assert_array_equal(got, affine)
+    assert got.dtype.isnative
+
+
+def test_memo_chain_is_refused_by_the_scan(tmp_path):
+    path = tmp_path / "chain.npy"
+    path.write_bytes(crafted.npy_pickle(crafted.memo_chain()))
+    assert "read back from the memo" in crafted.assert_refused_fast(load_pickled_npy, path)
+
+
+def test_storages_are_not_read_before_the_schema_is_checked(tmp_path):
+    """300 MB of valid storages under keys the spec does not have: refused, nothing read."""
+    path = tmp_path / "weights_sub-01_roi-V1.pt"
+    numel = 25 << 20  # 100 MB of float32 each
+    tensors = {name: (str(i), numel) for i, name in enumerate(("a", "b", "c"))}
+    crafted.write_big_checkpoint(
+        path, {str(i): 4 * numel for i in range(3)}, crafted.tensors_pickle(tensors)
+    )
+    message = crafted.assert_refused_fast(load_checkpoint, path)
+    assert "not a BERG fwRF checkpoint" in message
+
+
+def test_convert_refuses_a_checkpoint_filed_under_another_roi(tmp_path, golden_dir):
+    """A V1 checkpoint (args.roi 'V1') saved as hV4's: refused, not exported as hV4."""
+    good = golden_dir / "berg_dir" / FWRF
+    berg = tmp_path / "berg"
+    for sub in ("encoding_models_weights", "metadata"):
+        (berg / FWRF / sub).mkdir(parents=True)
+    ck = (good / "encoding_models_weights/weights_sub-01_roi-V1.pt").read_bytes()
+    meta = (good / "metadata/metadata_sub-01_roi-V1.npy").read_bytes()
+    (berg / FWRF / "encoding_models_weights/weights_sub-01_roi-hV4.pt").write_bytes(ck)
+    (berg / FWRF / "metadata/metadata_sub-01_roi-hV4.npy").write_bytes(meta)
+    run, wall = _convert(berg, tmp_path / "out")
+    assert run["rc"] == 2, run["stderr"]
+    assert "ROI 'V1'" in run["stderr"] and "filed as subject 1 ROI 'hV4'" in run["stderr"]
+    assert wall < 30
+
+
+def test_convert_bounds_a_source_size_before_hashing(tmp_path, golden_dir):
+    """A valid checkpoint with a 1 TB hole before its zip directory (its members all check
+    out, so every zip check passes): refused from its size at once, not hashed for hours."""
+    good = golden_dir / "berg_dir" / FWRF
+    ck = (good / "encoding_models_weights/weights_sub-01_roi-V1.pt").read_bytes()
+    meta = (good / "metadata/metadata_sub-01_roi-V1.npy").read_bytes()
+    berg = _berg_dir(tmp_path / "berg", b"", meta)
+    path = berg / FWRF / "encoding_models_weights/weights_sub-01_roi-V1.pt"
+    crafted.write_zip_with_hole(path, ck, 1 << 40)
+    run, wall = _convert(berg, tmp_path / "out")
+    lines = run["stderr"].strip().splitlines()
+    assert run["rc"] == 2 and len(lines) == 1 and "more than a BERG checkpoint" in lines[0]
+    assert wall < 5 and run["peak_kb"] / 1024 < 500

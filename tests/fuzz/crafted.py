@@ -121,6 +121,7 @@ def pickle_cases() -> dict[str, bytes]:
         "ordered_dict_args": b"\x80\x02ccollections\nOrderedDict\n]\x85R.",
         "global_os_system": b"\x80\x02cos\nsystem\n" + _u("true") + b"\x85R.",
         "newobj_ndarray": b"\x80\x02cnumpy\nndarray\n(J\xff\xff\xff\x3ft\x81.",
+        "memo_chain": memo_chain(),
     }
 
 
@@ -148,6 +149,9 @@ def checkpoint_cases() -> dict[str, bytes]:
     cases["overlapping_members"] = _overlap(honest)
     cases["not_a_zip"] = b"hello, not a zip" * 10
     cases["truncated_zip"] = torch_zip(honest, {"0": b"\x00" * 16})[:-30]
+    cases["storages_before_schema"] = torch_zip(  # valid storages under keys BERG never has
+        tensors_pickle({"a": ("0", 4), "b": ("1", 4)}), {"0": b"\0" * 16, "1": b"\0" * 16}
+    )
     return cases
 
 
@@ -263,3 +267,322 @@ def assert_refused_fast(load, path, error=None) -> str:
     assert cpu < 1.0, f"{path}: {cpu:.2f} s of CPU to refuse"
     assert grown < 100, f"{path}: peak RSS grew by {grown:.0f} MB"
     return str(info.value)
+
+
+# -- second pass (hostile files across the runtime): ONNX graphs, images, NIfTI, stores -------
+def memo_chain(depth: int = 3_000) -> bytes:
+    """Lists memoized while empty and chained through memo references afterwards (GET,
+    GET, APPEND), so that each looks shallow to a depth count; then the head is handed to
+    a dtype's BUILD as its state, whose refusal message once took repr() of a 3,000-deep
+    list (a RecursionError traceback)."""
+    out = bytearray(b"\x80\x02(")
+    for i in range(depth + 1):
+        out += b"]r" + struct.pack("<I", i)  # EMPTY_LIST, LONG_BINPUT i
+    for i in range(depth):
+        out += b"j" + struct.pack("<I", i) + b"j" + struct.pack("<I", i + 1) + b"a"
+    out += b"cnumpy\ndtype\n" + _u("f8") + b"\x85R"  # numpy.dtype("f8")
+    out += b"j" + struct.pack("<I", 0) + b"\x85b"  # BUILD it with the state (list 0,)
+    return bytes(out + b"t.")
+
+
+def tensors_pickle(tensors: dict[str, tuple[str, int]]) -> bytes:
+    """A protocol-2 pickle {name: float tensor} over storages {key: numel} (one per tensor)."""
+    out = bytearray(b"\x80\x02}(")
+    for name, (key, numel) in tensors.items():
+        out += (
+            _u(name)
+            + b"ctorch._utils\n_rebuild_tensor_v2\n(("
+            + _u("storage")
+            + b"ctorch\nFloatStorage\n"
+            + _u(key)
+            + _u("cpu")
+            + b"J"
+            + struct.pack("<i", numel)
+            + b"tQK\x00(J"
+            + struct.pack("<i", numel)
+            + b"t(K\x01t\x89NtR"
+        )
+    return bytes(out + b"u.")
+
+
+def write_big_checkpoint(path, storages: dict[str, int], pickle: bytes) -> None:
+    """A torch.save-shaped zip with stored zero storages {key: bytes}, written in pieces (the
+    test process never holds a storage in memory, so its peak RSS stays its own)."""
+    block = b"\x00" * (1 << 20)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", pickle)
+        z.writestr("archive/byteorder", "little")
+        for key, size in storages.items():
+            info = zipfile.ZipInfo(f"archive/data/{key}")
+            with z.open(info, "w", force_zip64=size >= 1 << 31) as f:
+                left = size
+                while left:
+                    f.write(block[: min(left, len(block))])
+                    left -= min(left, len(block))
+
+
+def write_zip_with_hole(path, data: bytes, hole: int) -> None:
+    """``data`` (a zip, ZIP64 end records included) with ``hole`` zero bytes (sparse) between
+    its members and its central directory: every member still checks out, but the file is
+    ``hole`` bytes larger (1 TB takes no disk)."""
+    eocd = data.rfind(b"PK\x05\x06")
+    (cd_offset,) = struct.unpack("<I", data[eocd + 16 : eocd + 20])
+    z64 = data.rfind(b"PK\x06\x06")
+    if z64 >= 0:
+        (cd_offset,) = struct.unpack("<Q", data[z64 + 48 : z64 + 56])
+    tail = bytearray(data[cd_offset:])
+    if z64 >= 0:
+        at, loc = z64 - cd_offset, data.rfind(b"PK\x06\x07") - cd_offset
+        tail[at + 48 : at + 56] = struct.pack("<Q", cd_offset + hole)
+        tail[loc + 8 : loc + 16] = struct.pack("<Q", z64 + hole)
+    at = eocd - cd_offset
+    if cd_offset + hole < 1 << 32:
+        tail[at + 16 : at + 20] = struct.pack("<I", cd_offset + hole)
+    else:  # the ZIP64 record holds the offset; the end record says so
+        assert z64 >= 0, "a hole beyond 4 GB needs ZIP64 end records"
+        tail[at + 16 : at + 20] = b"\xff\xff\xff\xff"
+    with open(path, "wb") as f:
+        f.write(data[:cd_offset])
+        f.seek(cd_offset + hole)
+        f.write(bytes(tail))
+
+
+def big_endian_metadata() -> tuple[bytes, np.ndarray]:
+    """BERG metadata whose affine is stored big-endian, and the affine's true values."""
+    affine = np.array([[1.8, 0, 0, -72], [0, 1.8, 0, -90], [0, 0, 1.8, -70], [0, 0, 0, 1]])
+    return _metadata_npy(fmri_affine=affine.astype(">f8")), affine
+
+
+def sparse_file(path, size: int, head: bytes = b"") -> None:
+    """``head`` followed by zeros up to ``size`` bytes, without writing them (sparse)."""
+    with open(path, "wb") as f:
+        f.write(head)
+        f.truncate(size)
+
+
+def npy_header(shape: tuple[int, ...], descr: str = "|u1") -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": descr, "fortran_order": False, "shape": shape}
+    )
+    return buf.getvalue()
+
+
+def png_rgba(width: int, height: int) -> bytes:
+    """A valid RGBA PNG of transparent black pixels, compressed row by row (tiny on disk)."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    comp = zlib.compressobj(9)
+    row = b"\x00" * (1 + 4 * width)
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def nifti_gz(shape: tuple[int, ...], affine: np.ndarray, dtype=np.float32) -> bytes:
+    """A .nii.gz of zeros: the header member, then one gzip member per volume (gzip readers
+    decompress concatenated members as one stream), so a file that expands to gigabytes
+    takes milliseconds to build and a few MB on disk."""
+    import gzip
+
+    import nibabel as nib
+
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape(shape)
+    hdr.set_data_dtype(dtype)
+    hdr.set_qform(affine, code="scanner")
+    hdr.set_sform(affine, code="aligned")
+    head = io.BytesIO()
+    hdr.write_to(head)
+    head.write(b"\x00" * (int(hdr["vox_offset"]) - head.tell()))
+    volume = int(np.prod(shape[:3])) * np.dtype(dtype).itemsize
+    one = gzip.compress(b"\x00" * volume, compresslevel=9, mtime=0)
+    count = shape[3] if len(shape) == 4 else 1
+    return gzip.compress(head.getvalue(), mtime=0) + one * count
+
+
+def nifti_extension_bomb(affine: np.ndarray, esize: int, volumes: int = 60) -> bytes:
+    """A .nii.gz whose one header extension claims ``esize`` bytes (0: nibabel then reads to
+    the end), followed by 16 MB gzip members of zeros (1 GB expanded, 1 MB on disk)."""
+    import gzip
+
+    good = gzip.decompress(nifti_gz((81, 104, 83, 1), affine))[:348]
+    head = bytearray(good) + b"\x01\x00\x00\x00"  # the extension flag
+    head[108:112] = struct.pack("<f", 352 + 16)  # vox_offset: one 16-byte extension
+    head += struct.pack("<ii", esize, 4) + b"\x00" * 8
+    return gzip.compress(bytes(head), mtime=0) + gzip.compress(b"\x00" * (16 << 20)) * volumes
+
+
+# ONNX graphs, written with a few lines of protobuf wire format (no onnx package needed).
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _pb(number: int, value) -> bytes:
+    """One protobuf field: an int (varint), or bytes/str (length-delimited)."""
+    if isinstance(value, int):
+        return _varint(number << 3) + _varint(value & ((1 << 64) - 1))
+    data = value.encode() if isinstance(value, str) else value
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def onnx_tensor(name: str, dims, data_type: int, raw: bytes = b"", external=None) -> bytes:
+    out = b"".join(_pb(1, d) for d in dims) + _pb(2, data_type) + _pb(8, name)
+    if external is None:
+        return out + _pb(9, raw)
+    entries = b"".join(_pb(13, _pb(1, k) + _pb(2, str(v))) for k, v in external.items())
+    return out + entries + _pb(14, 1)
+
+
+def onnx_value(name: str, dims, elem: int = 1) -> bytes:
+    shape = b"".join(_pb(1, _pb(2, d) if isinstance(d, str) else _pb(1, d)) for d in dims)
+    return _pb(1, name) + _pb(2, _pb(1, _pb(1, elem) + _pb(2, shape)))
+
+
+def onnx_node(op: str, inputs, outputs, attributes=(), domain: str = "") -> bytes:
+    out = b"".join(_pb(1, i) for i in inputs) + b"".join(_pb(2, o) for o in outputs)
+    out += _pb(4, op) + b"".join(_pb(5, a) for a in attributes)
+    return out + (_pb(7, domain) if domain else b"")
+
+
+def onnx_graph_attr(name: str, graph: bytes) -> bytes:
+    return _pb(1, name) + _pb(6, graph) + _pb(20, 5)  # type GRAPH
+
+
+def onnx_graph(nodes, initializers, inputs, outputs) -> bytes:
+    return (
+        b"".join(_pb(1, n) for n in nodes)
+        + _pb(2, "crafted")
+        + b"".join(_pb(5, t) for t in initializers)
+        + b"".join(_pb(11, v) for v in inputs)
+        + b"".join(_pb(12, v) for v in outputs)
+    )
+
+
+def onnx_model(nodes, initializers, inputs, outputs, extra: bytes = b"", opset: int = 20):
+    graph = onnx_graph(nodes, initializers, inputs, outputs)
+    return _pb(1, 10) + _pb(2, "crafted") + _pb(7, graph) + _pb(8, _pb(2, opset)) + extra
+
+
+def _i64(*values: int) -> bytes:
+    return struct.pack(f"<{len(values)}q", *values)
+
+
+def _column(nodes: list, inits: list) -> str:
+    """Nodes computing images[:, :1, :1, :1] as an (N, 1) column "col" (allowed ops)."""
+    inits += [
+        onnx_tensor("starts", [4], 7, _i64(0, 0, 0, 0)),
+        onnx_tensor("ends", [4], 7, _i64(1 << 62, 1, 1, 1)),
+        onnx_tensor("shape", [2], 7, _i64(-1, 1)),
+    ]
+    nodes += [
+        onnx_node("Slice", ["images", "starts", "ends"], ["corner"]),
+        onnx_node("Reshape", ["corner", "shape"], ["col"]),
+    ]
+    return "col"
+
+
+def onnx_cases(nv: int) -> dict[str, bytes]:
+    """Graphs that look like an export (input "images", output "responses") but are not."""
+    images = onnx_value("images", ["batch", 3, 227, 227])
+    responses = onnx_value("responses", ["batch", nv])
+    cases = {}
+
+    nodes, inits = [], []
+    col = _column(nodes, inits)
+    inits.append(onnx_tensor("w", [1, nv], 1, external={"location": "w.bin", "length": 4 * nv}))
+    nodes.append(onnx_node("Add", [col, "w"], ["responses"]))
+    cases["external_data"] = onnx_model(nodes, inits, [images], [responses])
+
+    nodes, inits = [], []
+    col = _column(nodes, inits)
+    nodes.append(onnx_node("Relu", [col], ["responses"]))
+    cases["column_declared"] = onnx_model(
+        nodes, inits, [images], [onnx_value("responses", ["batch", 1])]
+    )
+    cases["column_undeclared"] = onnx_model(nodes, inits, [images], [responses])
+
+    body_in = [onnx_value("i", [], 7), onnx_value("c", [], 9), onnx_value("x", ["batch", 1])]
+    body_out = [onnx_value("c_out", [], 9), onnx_value("x_out", ["batch", 1])]
+    body_nodes = [onnx_node("Identity", ["c"], ["c_out"]), onnx_node("Relu", ["x"], ["x_out"])]
+    body_graph = onnx_graph(body_nodes, [], body_in, body_out)
+    nodes, inits = [], []
+    col = _column(nodes, inits)
+    inits += [onnx_tensor("trips", [], 7, _i64(1 << 50)), onnx_tensor("yes", [], 9, b"\x01")]
+    nodes.append(
+        onnx_node("Loop", ["trips", "yes", col], ["looped"], [onnx_graph_attr("body", body_graph)])
+    )
+    nodes.append(onnx_node("Relu", ["looped"], ["responses"]))
+    cases["loop_forever"] = onnx_model(
+        nodes, inits, [images], [onnx_value("responses", ["batch", 1])]
+    )
+    cases["loop_forever_nv"] = onnx_model(nodes, inits, [images], [responses])
+
+    nodes, inits = [], []
+    col = _column(nodes, inits)
+    nodes.append(onnx_node("Gelu", [col], ["responses"], domain="com.microsoft"))
+    cases["custom_domain"] = onnx_model(nodes, inits, [images], [responses])
+    cases["local_function"] = onnx_model(
+        nodes[:-1] + [onnx_node("Relu", [col], ["responses"])],
+        inits,
+        [images],
+        [responses],
+        extra=_pb(25, _pb(1, "f") + _pb(2, "local")),
+    )
+    cases["not_protobuf"] = b"\xff" * 64
+    return cases
+
+
+def peak_run(cmd: list[str], env: dict | None = None, timeout: float = 60) -> dict:
+    """Run ``cmd`` in a fresh process; {rc, stderr, stdout, peak_mb, wall} (rc None: timed
+    out). The peak RSS is the child's own (RUSAGE_CHILDREN of a fresh watcher)."""
+    import json
+    import subprocess
+    import sys
+
+    watcher = (
+        "import json, resource, subprocess, sys, time\n"
+        "t = time.perf_counter()\n"
+        "try:\n"
+        "    run = subprocess.run(\n"
+        f"        sys.argv[1:], capture_output=True, text=True, timeout={timeout}\n"
+        "    )\n"
+        "    rc, out, err = run.returncode, run.stdout, run.stderr\n"
+        "except subprocess.TimeoutExpired as e:\n"
+        "    rc, out, err = None, '', str(e)\n"
+        "wall = time.perf_counter() - t\n"
+        "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
+        "result = {'rc': rc, 'stdout': out, 'stderr': err, 'peak_mb': peak, 'wall': wall}\n"
+        "print(json.dumps(result))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", watcher, *cmd],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout + 30,
+    )
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def assert_one_line_refusal(result: dict, *needles: str, seconds: float = 5, mb: float = 500):
+    """One error line naming ``needles``, a non-zero exit, within ``seconds`` and ``mb``."""
+    assert result["rc"] is not None, f"timed out: {result['stderr'][-300:]}"
+    lines = result["stderr"].strip().splitlines()
+    assert result["rc"] not in (0, None), result
+    assert len(lines) == 1 and "Traceback" not in result["stderr"], result["stderr"][-2000:]
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    assert result["wall"] < seconds, f"took {result['wall']:.1f} s: {lines[0]}"
+    assert result["peak_mb"] < mb, f"peaked at {result['peak_mb']:.0f} MB: {lines[0]}"
+    return lines[0]

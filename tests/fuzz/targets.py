@@ -104,20 +104,20 @@ def _golden_storages() -> dict[str, bytes]:
 
 
 def pickle_target(data: bytes) -> None:
-    from export.checkpoint import _CHECKPOINT_GLOBALS, _unpickle
+    from export.unpickler import CHECKPOINT_GLOBALS, LazyStorage, short_repr, unpickle
 
     storages = _golden_storages()
 
-    def storage(key: str, dtype: np.dtype, numel: int) -> np.ndarray:
+    def storage(key: str, dtype: np.dtype, numel: int) -> LazyStorage:
         raw = storages.get(key)
         if raw is None or len(raw) != numel * dtype.itemsize:
             from berg_onnx.errors import ModelLoadError
 
             raise ModelLoadError(f"fuzz: storage {key} does not match")
-        return np.frombuffer(raw, dtype=dtype, count=numel)
+        return LazyStorage(key, dtype, numel)
 
     try:
-        _unpickle(data, _CHECKPOINT_GLOBALS, "fuzz-input", storage)
+        short_repr(unpickle(data, CHECKPOINT_GLOBALS, "fuzz-input", storage))
     except BERGError:
         return
 
@@ -169,6 +169,7 @@ def metadata_seeds() -> Iterator[bytes]:
     for path in _golden_files("*.npy"):
         yield path.read_bytes()
     yield from crafted.metadata_cases().values()
+    yield crafted.big_endian_metadata()[0]  # loads: a big-endian affine, read as its numbers
 
 
 # -- npz: the exported metadata archive ----------------------------------------------------------
@@ -218,6 +219,8 @@ def manifest_seeds() -> Iterator[bytes]:
     for d in _export_dirs():
         yield (d / "manifest.json").read_bytes()
     yield b'{"format": "berg-onnx-export", "schema_version": 1, "models": {}}'
+    for d in _export_dirs()[:1]:  # a size no model's file can have (refused before hashing)
+        yield (d / "manifest.json").read_bytes().replace(b'"size": ', b'"size": 1099511627', 1)
 
 
 # -- stimulus: the .npy loader, and as_stimulus on arrays built from fuzz bytes ------------
@@ -264,6 +267,8 @@ def stimulus_seeds() -> Iterator[bytes]:
     yield crafted.valid_stimulus_npy((1, 3, 5, 7), np.int64)
     yield bytes([0, 4, 1, 3, 4, 4]) + bytes(range(48))
     yield bytes([1, 4, 2, 3, 2, 2]) + np.arange(24, dtype=np.int64).tobytes()
+    yield crafted.npy_header((1, 3, 20000, 20000))  # beyond the image pixel limit
+    yield crafted.npy_header((0, 10**18, 10**18))  # zero-size, dimensions beyond any array
 
 
 TARGETS: dict[str, tuple[Callable[[bytes], None], Callable[[], Iterator[bytes]]]] = {
