@@ -414,6 +414,26 @@ def test_downloads_match_the_cli(context, export_dir, tmp_path, photos) -> None:
 # ---------- keyboard, accessibility, layout ----------
 
 
+def _chooser_on_enter(page, selector: str):
+    """The file chooser that Enter on ``selector`` opens. Once in a while a loaded machine's
+    Chromium drops the first chooser request (the key's user activation lapses before the
+    renderer handles it), so Enter is pressed a second time before the test gives up; a page
+    whose Enter never opens the chooser still fails."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt, timeout in enumerate((15_000, 30_000)):
+        page.bring_to_front()
+        page.focus(selector)
+        try:
+            with page.expect_file_chooser(timeout=timeout) as chooser:
+                page.keyboard.press("Enter")
+            return chooser.value
+        except PlaywrightTimeout:
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
 def test_keyboard_and_axe(context, export_dir, photos, tmp_path) -> None:
     axe = WEB / "node_modules" / "axe-core" / "axe.min.js"
     require(axe.is_file(), "axe-core is missing: run `npm ci` in web/")
@@ -431,9 +451,8 @@ def test_keyboard_and_axe(context, export_dir, photos, tmp_path) -> None:
         page.bring_to_front()
         page.focus("#drop")
         assert page.evaluate("document.activeElement.id") == "drop"
-        with page.expect_file_chooser() as chooser:
-            page.keyboard.press("Enter")
-        chooser.value.set_files([str(p) for p in photos[:2]])
+        chooser = _chooser_on_enter(page, "#drop")
+        chooser.set_files([str(p) for p in photos[:2]])
         page.wait_for_function("bergPage.state().images.length === 2")
         _idle(page)
         # cards take focus; Enter / Space select one (its map is shown)
