@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from berg_onnx.source import cards
 from berg_onnx.source.catalog import ModelSpec, load_catalog
 from berg_onnx.source.local import LocalStore, Store
 from berg_onnx.source.manifest import ModelEntry, model_key
+
+if TYPE_CHECKING:  # engines load only when a grid runs (BERG.run imports them then)
+    from berg_onnx.engines import RayOptions, RunReport
 
 SELECTION_KEYS = ("roi",)
 
@@ -198,10 +201,10 @@ class BERG:
         device: str = "auto",
         precision: str = "fp32",
         show_progress: bool | None = None,
-        engine: Any = "local",
+        engine: str | RayOptions = "local",
         on_error: str = "fail",
         wait: bool = False,
-    ) -> Any:
+    ) -> RunReport:
         """Responses of every (subject, ROI) model to ``stimulus``, into a Zarr store.
 
         ``stimulus``: a folder (scanned like ``encode``'s CLI), image file paths,
