@@ -4,6 +4,6 @@
 May import ``source``, ``errors``; the page itself lives in the repository's ``web/``.
 """
 
-from berg_onnx.web.server import make_server, serve, url_of
+from berg_onnx.web.server import make_server, serve, start_in_thread, url_of
 
-__all__ = ["make_server", "serve", "url_of"]
+__all__ = ["make_server", "serve", "start_in_thread", "url_of"]
