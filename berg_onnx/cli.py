@@ -589,6 +589,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_web_arguments(p)
     p.set_defaults(func=cmd_web, repo_id=None, revision=None)
+
+    from .control._cli import add_parser as add_control_parser  # berg-onnx control (RNC)
+
+    add_control_parser(sub)
     return parser
 
 
