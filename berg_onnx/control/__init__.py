@@ -16,8 +16,9 @@ lines of numpy.
 """
 
 from ._common import SEED
+from ._multivariate import multivariate, multivariate_stats, rsa_score
 from ._store import ControlStore
-from .multivariate import multivariate, multivariate_stats, rsa_score
+from ._univariate import univariate, univariate_baseline
 from .results import (
     CONDITIONS,
     MultivariateCV,
@@ -30,7 +31,6 @@ from .results import (
     load_result,
     save_result,
 )
-from .univariate import univariate, univariate_baseline
 
 __all__ = [
     "CONDITIONS",

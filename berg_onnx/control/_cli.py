@@ -98,9 +98,9 @@ def _berg(args):
 
 
 def run(args: argparse.Namespace) -> int:
-    from .multivariate import multivariate
+    from ._multivariate import multivariate
+    from ._univariate import univariate
     from .results import save_result
-    from .univariate import univariate
 
     out = Path(args.out)
     if out.suffix.lower() != ".json":

@@ -35,7 +35,7 @@ def distinct(
         raise ValueError(f"cannot draw {k} distinct images out of {n - e}")
     if n_rows == 0 or k == 0:
         return np.zeros((n_rows, k), dtype=np.int64)
-    if (k + e) ** 2 <= n:
+    if (k + e) ** 2 <= 2 * n:  # a row then has no repeat with probability > 1/e
         return _rejection(rng, n_rows, k, n, exclude)
     return _random_keys(rng, n_rows, k, n, exclude)
 
