@@ -40,6 +40,13 @@ ROIS = ("V1", "V2")
 GRAM_NULL = 4096  # null batches timed on the gram engine (one block)
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process (user + system): on a shared machine the wall clock
+    mostly measures the neighbours."""
+    t = os.times()
+    return t.user + t.system
+
+
 def _rss_mb() -> float:
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
@@ -135,7 +142,7 @@ def child_univariate(store: str, null_samples: int) -> dict:
 
     t = time.perf_counter()
     u = univariate(store, *ROIS, null_samples=null_samples)
-    return {"seconds": time.perf_counter() - t, "rss_mb": _rss_mb(),
+    return {"seconds": time.perf_counter() - t, "cpu_s": _cpu_s(), "rss_mb": _rss_mb(),
             "images": {k: len(v) for k, v in u.controlling_images.items()}}  # fmt: skip
 
 
@@ -151,8 +158,8 @@ def child_multivariate(store: str, generations: int, engine: str, null_samples: 
             null_samples=null_samples, checkpoint=state,
         )  # fmt: skip
         seconds = time.perf_counter() - t
-    return {"seconds": seconds, "rss_mb": _rss_mb(), "timings": m.params["timings"],
-            "engine": m.params["engine"], "best_score": m.best_score,
+    return {"seconds": seconds, "cpu_s": _cpu_s(), "rss_mb": _rss_mb(),
+            "timings": m.params["timings"], "engine": m.params["engine"], "best_score": m.best_score,
             "baseline_score": m.baseline_score, "first_score": float(m.scores[0])}  # fmt: skip
 
 
@@ -249,15 +256,16 @@ def main(argv: list[str] | None = None) -> int:
     figures = {"images": n, "subjects": s, "voxels": voxels, "cpu": _cpu()}
     figures["univariate"] = u = _child("univariate", store=str(store),
                                        null_samples=args.null_samples)  # fmt: skip
-    print(f"univariate RNC, 10^6-scale null ({args.null_samples}): {u['seconds']:.1f} s, "
-          f"peak RSS {u['rss_mb']:.0f} MB")  # fmt: skip
+    print(f"univariate RNC, null {args.null_samples}: {u['seconds']:.1f} s wall, "
+          f"{u['cpu_s']:.1f} s CPU, peak RSS {u['rss_mb']:.0f} MB")  # fmt: skip
     figures["multivariate"] = m = _child(
         "multivariate", store=str(store), generations=args.generations, engine="auto",
         null_samples=args.null_samples,
     )  # fmt: skip
     t = m["timings"]
     print(f"multivariate RNC ({m['engine']} engine), {args.generations} generations: "
-          f"{m['seconds']:.0f} s, peak RSS {m['rss_mb']:.0f} MB  [read {t['read_s']:.0f} s, "
+          f"{m['seconds']:.0f} s wall, {m['cpu_s']:.0f} s CPU, peak RSS {m['rss_mb']:.0f} MB"
+          f"  [wall: read {t['read_s']:.0f} s, "
           f"RSMs {t['engine_s']:.0f} s, null {t['null_s']:.0f} s, search {t['search_s']:.0f} s]; "
           f"score {m['first_score']:.3f} -> {m['best_score']:.3f} (baseline "
           f"{m['baseline_score']:.3f})")  # fmt: skip

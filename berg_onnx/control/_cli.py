@@ -79,6 +79,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="multivariate: precomputed RSMs or per-batch Gram products",
     )
     p.add_argument("--out", required=True, help="result file NAME.json (arrays in NAME.npz)")
+    p.add_argument("--figure", default=None, help="also draw the result: .png, .pdf or .svg")
     p.add_argument("--berg-dir", help="read ncsnr from this export (default: the store's source)")
     p.add_argument("--repo-id", help="read ncsnr from this Hub repo")
     p.add_argument("--revision", help="Hub revision")
@@ -97,12 +98,30 @@ def _berg(args):
     return BERG(repo_id=args.repo_id, revision=args.revision)
 
 
+def _draw(result, path: str | None) -> None:
+    if path is None:
+        return
+    from berg_onnx.fileio import atomic_path
+
+    from .figures import figure
+
+    out = Path(path)
+    fmt = out.suffix.lower().lstrip(".")
+    if fmt not in ("png", "pdf", "svg"):
+        raise InvalidParameterError(f"--figure must be .png, .pdf or .svg, got {out}")
+    with atomic_path(out) as tmp:
+        figure(result).savefig(tmp, format=fmt)
+    print(f"wrote {out}")
+
+
 def run(args: argparse.Namespace) -> int:
     from ._multivariate import multivariate
     from ._univariate import univariate
     from .results import save_result
 
     out = Path(args.out)
+    if args.figure is not None and Path(args.figure).suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise InvalidParameterError(f"--figure must be .png, .pdf or .svg, got {args.figure}")
     if out.suffix.lower() != ".json":
         raise InvalidParameterError(
             f"--out must name a .json file (arrays go beside it), got {out}"
@@ -125,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
             args.store, roi_1, roi_2, n_images=args.n_images or 25, margin=args.margin, **common
         )
         save_result(result, out, {"method": "univariate"})
+        _draw(result, args.figure)
         folds = result.folds if args.cv else (result,)
         lines = [
             f"{name}: {len(f.controlling_images[name])} images"
@@ -151,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
     )
     save_result(result, out, {"method": "multivariate"})
     shutil.rmtree(search, ignore_errors=True)
+    _draw(result, args.figure)
     folds = result.folds if args.cv else (result,)
     scores = ", ".join(f"{f.best_score:.4f}" for f in folds)
     print(
