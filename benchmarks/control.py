@@ -159,8 +159,9 @@ def child_multivariate(store: str, generations: int, engine: str, null_samples: 
         )  # fmt: skip
         seconds = time.perf_counter() - t
     return {"seconds": seconds, "cpu_s": _cpu_s(), "rss_mb": _rss_mb(),
-            "timings": m.params["timings"], "engine": m.params["engine"], "best_score": m.best_score,
-            "baseline_score": m.baseline_score, "first_score": float(m.scores[0])}  # fmt: skip
+            "timings": m.params["timings"], "engine": m.params["engine"],
+            "best_score": m.best_score, "baseline_score": m.baseline_score,
+            "first_score": float(m.scores[0])}  # fmt: skip
 
 
 def child_loops(store: str, n_null: int, n_pairs: int, n_batches: int) -> dict:
