@@ -94,3 +94,29 @@ def test_bad_inputs_are_one_line(real_store, tmp_path, capsys, extra, message):
     assert main(args) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("berg-onnx: error:") and message in err and "\n" not in err
+
+
+def test_figures_draw_what_the_result_holds(real_store, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from berg_onnx.control import multivariate
+    from berg_onnx.control.figures import figure
+
+    out, png = tmp_path / "uni.json", tmp_path / "uni.png"
+    args = ["--univariate", "--cv", "--margin", "0", "--null-samples", "2000"]
+    extra = ["--permutations", "300", "--bootstrap", "300", "--figure", str(png)]
+    assert main(_command(real_store, out, *args, *extra)[3:]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = load_result(out)
+    scatter, bars = figure(result).axes
+    fold = result.folds[0]
+    points = scatter.collections  # every image, then the four conditions in order
+    np.testing.assert_allclose(points[0].get_offsets(), fold.train_responses.T)
+    for collection, name in zip(points[1:], CONDITIONS, strict=True):
+        want = fold.train_responses[:, fold.controlling_images[name]].T
+        np.testing.assert_allclose(collection.get_offsets(), want)
+    heights = [p.get_height() for p in bars.patches[:5]]  # ROI 1's bars: 4 conditions + baseline
+    np.testing.assert_allclose(heights, result.stats.test_responses[:, :, 0].mean(axis=0))
+    m = multivariate(real_store, *ROIS, generations=15, n_batches=10, n_images=8, null_samples=500)
+    (curves,) = figure([m]).axes
+    np.testing.assert_allclose(curves.lines[0].get_ydata(), m.scores)
+    assert curves.lines[1].get_ydata()[0] == pytest.approx(m.baseline_score)
