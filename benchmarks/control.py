@@ -172,18 +172,18 @@ def child_loops(store: str, n_null: int, n_pairs: int, n_batches: int) -> dict:
     root = zarr.open_group(store, mode="r")
     n = root.attrs["n_images"]
     rng = np.random.default_rng(0)
-    t = time.perf_counter()
+    t = time.process_time()  # CPU time throughout: the machine is shared
     uni = np.stack([np.nanmean(root[f"sub-{s:02d}/{ROIS[0]}"][:], axis=1) for s in (1, 2)])
     uni = uni.mean(axis=0)
-    read_s = time.perf_counter() - t
-    t = time.perf_counter()
+    read_s = time.process_time() - t
+    t = time.process_time()
     for _ in range(n_null):  # univariate null: one batch at a time
         sample = rng.choice(n, 25, replace=False)
         sample.sort()
         float(np.mean(uni[sample]))
-    null_per_batch = (time.perf_counter() - t) / n_null
+    null_per_batch = (time.process_time() - t) / n_null
     x = root[f"sub-01/{ROIS[0]}"][:2000].astype(np.float64)
-    t = time.perf_counter()
+    t = time.process_time()
     done = 0
     for a in range(1, 2000):  # RSM entries, pair by pair
         for b in range(a):
@@ -193,15 +193,15 @@ def child_loops(store: str, n_null: int, n_pairs: int, n_batches: int) -> dict:
                 break
         if done == n_pairs:
             break
-    pair_s = (time.perf_counter() - t) / n_pairs
+    pair_s = (time.process_time() - t) / n_pairs
     rsm1 = rng.normal(size=(2000, 2000)).astype(np.float32)
     rsm2 = rng.normal(size=(2000, 2000)).astype(np.float32)
     lower = np.tril_indices(50, -1)
-    t = time.perf_counter()
+    t = time.process_time()
     for _ in range(n_batches):  # one RSA score per batch
         batch = np.sort(rng.choice(2000, 50, replace=False))
         pearsonr(rsm1[batch][:, batch][lower], rsm2[batch][:, batch][lower])
-    batch_s = (time.perf_counter() - t) / n_batches
+    batch_s = (time.process_time() - t) / n_batches
     return {"read_2_subjects_s": read_s, "null_batch_s": null_per_batch, "pair_s": pair_s,
             "rsa_batch_s": batch_s, "rss_mb": _rss_mb()}  # fmt: skip
 
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = {"images": n, "subjects": s, "voxels": voxels, "cpu": _cpu()}
     figures["univariate"] = u = _child("univariate", store=str(store),
                                        null_samples=args.null_samples)  # fmt: skip
-    print(f"univariate RNC, null {args.null_samples}: {u['seconds']:.1f} s wall, "
+    print(f"univariate RNC, {args.null_samples} null batches: {u['seconds']:.1f} s wall, "
           f"{u['cpu_s']:.1f} s CPU, peak RSS {u['rss_mb']:.0f} MB")  # fmt: skip
     figures["multivariate"] = m = _child(
         "multivariate", store=str(store), generations=args.generations, engine="auto",
@@ -265,39 +265,39 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     t = m["timings"]
     print(f"multivariate RNC ({m['engine']} engine), {args.generations} generations: "
-          f"{m['seconds']:.0f} s wall, {m['cpu_s']:.0f} s CPU, peak RSS {m['rss_mb']:.0f} MB"
-          f"  [wall: read {t['read_s']:.0f} s, "
-          f"RSMs {t['engine_s']:.0f} s, null {t['null_s']:.0f} s, search {t['search_s']:.0f} s]; "
-          f"score {m['first_score']:.3f} -> {m['best_score']:.3f} (baseline "
-          f"{m['baseline_score']:.3f})")  # fmt: skip
+          f"{m['seconds']:.0f} s wall, {m['cpu_s']:.0f} s CPU, peak RSS {m['rss_mb']:.0f} MB; "
+          f"CPU s: read {t['read_cpu_s']:.0f}, RSMs {t['engine_cpu_s']:.0f}, null "
+          f"{t['null_cpu_s']:.0f}, search {t['search_cpu_s']:.0f}; score {m['first_score']:.3f}"
+          f" -> {m['best_score']:.3f} (baseline {m['baseline_score']:.3f})")  # fmt: skip
     figures["gram"] = g = _child(
         "multivariate", store=str(store), generations=args.gram_generations, engine="gram",
         null_samples=GRAM_NULL,
     )  # fmt: skip
-    gen_s = g["timings"]["search_s"] / args.gram_generations
-    null_batch_s = g["timings"]["null_s"] / GRAM_NULL
-    print(f"gram engine: {gen_s:.2f} s per generation, {null_batch_s * 1e6:.0f} us per null "
-          f"batch, peak RSS {g['rss_mb']:.0f} MB")  # fmt: skip
+    gt = g["timings"]
+    gen_cpu = gt["search_cpu_s"] / args.gram_generations
+    null_cpu = gt["null_cpu_s"] / GRAM_NULL
+    print(f"gram engine: {gen_cpu:.2f} CPU s per generation, {null_cpu * 1e3:.2f} CPU ms per "
+          f"null batch, peak RSS {g['rss_mb']:.0f} MB")  # fmt: skip
     figures["loops"] = lp = _child("loops", store=str(store), n_null=20_000, n_pairs=20_000,
                                    n_batches=2400)  # fmt: skip
     loop_uni = lp["null_batch_s"] * args.null_samples * 2
     loop_rsm = lp["pair_s"] * n * (n - 1) / 2 * s * 2
     loop_search = lp["rsa_batch_s"] * 2400 * args.generations
     loop_null = lp["rsa_batch_s"] * args.null_samples
-    print(f"loop implementation (same definitions): univariate null {loop_uni:.0f} s (2 ROIs); "
-          f"RSMs pair by pair {loop_rsm / 3600:.1f} h; search {loop_search / 3600:.2f} h; "
-          f"null {loop_null / 60:.0f} min")  # fmt: skip
+    print(f"loop implementation, CPU s scaled from slices: univariate nulls {loop_uni:.0f} s "
+          f"(2 ROIs); RSMs pair by pair {loop_rsm / 3600:.1f} h; search {loop_search / 3600:.2f}"
+          f" h; null {loop_null / 60:.0f} min")  # fmt: skip
     scale = 73_000 / n
-    uni73 = u["seconds"] * scale  # reading dominates; the null does not grow with N
-    multi73 = (t["read_s"] * scale * (8 / s) + null_batch_s * args.null_samples
-               + gen_s * args.generations)  # fmt: skip
+    uni73 = u["cpu_s"] * scale  # reading dominates; the null does not grow with N
+    multi73 = (t["read_cpu_s"] * scale * (8 / s) + null_cpu * args.null_samples
+               + gen_cpu * args.generations)  # fmt: skip
     loop73 = lp["pair_s"] * 73_000 * 72_999 / 2 * 8 * 2 + loop_search + loop_null
-    print(f"extrapolated to N = 73,000 x 8 subjects: univariate ~{uni73 / 60:.0f} min; "
-          f"multivariate (gram engine, no RSM; rows memory-mapped beyond the budget) "
+    print(f"extrapolated to N = 73,000 x 8 subjects (CPU time): univariate ~{uni73 / 60:.0f} min;"
+          f" multivariate (gram engine, no RSM; rows memory-mapped beyond the budget) "
           f"~{multi73 / 3600:.1f} h; loop implementation ~{loop73 / 86400:.0f} days "
           f"(+ a 21 GB float32 RSM per ROI and subject set)")  # fmt: skip
-    figures["extrapolated_73000"] = {"univariate_s": uni73, "multivariate_s": multi73,
-                                     "loops_s": loop73}  # fmt: skip
+    figures["extrapolated_73000_cpu_s"] = {"univariate": uni73, "multivariate": multi73,
+                                           "loops": loop73}  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1) + "\n")
     return 0
