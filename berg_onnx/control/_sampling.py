@@ -5,7 +5,7 @@ seeded run repeats exactly. Two exact methods, chosen by the sizes alone (never
 by chance, so the stream of draws is the same run to run):
 
 - rejection: draw each row with replacement and draw again the rows that hold
-  a repeat (or an excluded image); cheap when ``k`` is small against ``n``;
+  a repeat (or an excluded image); cheap when ``k`` is small against ``sqrt(n)``;
 - random keys: one uniform key per image and row, the ``k`` smallest keys in
   key order; used when repeats would be common (small image pools).
 
@@ -13,6 +13,8 @@ Both give every ordered tuple of ``k`` distinct allowed images the same chance.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -35,7 +37,9 @@ def distinct(
         raise ValueError(f"cannot draw {k} distinct images out of {n - e}")
     if n_rows == 0 or k == 0:
         return np.zeros((n_rows, k), dtype=np.int64)
-    if (k + e) ** 2 <= 2 * n:  # a row then has no repeat with probability > 1/e
+    # Expected values drawn per row: rejection ~ k / P(no repeat) ~ k * exp((k + e)^2 / 2n);
+    # random keys: n. The cheaper one is used (decided by the sizes: runs repeat exactly).
+    if (k + e) ** 2 / (2 * n) < 30 and k * math.exp((k + e) ** 2 / (2 * n)) < n:
         return _rejection(rng, n_rows, k, n, exclude)
     return _random_keys(rng, n_rows, k, n, exclude)
 
