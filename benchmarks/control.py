@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     multi73 = (t["read_cpu_s"] * scale * (8 / s) + null_cpu * args.null_samples
                + gen_cpu * args.generations)  # fmt: skip
     loop73 = lp["pair_s"] * 73_000 * 72_999 / 2 * 8 * 2 + loop_search + loop_null
-    print(f"extrapolated to N = 73,000 x 8 subjects (CPU time): univariate ~{uni73 / 60:.0f} min;"
+    print(f"extrapolated to N = 73,000 x 8 subjects (CPU time): univariate ~{uni73:.0f} s;"
           f" multivariate (gram engine, no RSM; rows memory-mapped beyond the budget) "
           f"~{multi73 / 3600:.1f} h; loop implementation ~{loop73 / 86400:.0f} days "
           f"(+ a 21 GB float32 RSM per ROI and subject set)")  # fmt: skip
