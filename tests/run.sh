@@ -27,7 +27,7 @@ run_pytest() {
 stage "install (.venv: export + dev extras)"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[export,dev,fuzz,zarr,ray,viz,webtest]"
+.venv/bin/python -m pip install -q -e ".[export,dev,fuzz,zarr,ray,viz,webtest,control]"
 if [ ! -x .venv-olah/bin/olah-cli ]; then  # olah (Hub mirror) in its own venv: its pins stay apart
   "$PY" -m venv .venv-olah
   .venv-olah/bin/python -m pip install -q olah==0.5.4

@@ -13,12 +13,12 @@ import os
 import sys
 
 from berg_onnx._version import __version__
-from berg_onnx.cli import brain, doctor, encode, models, run, web
+from berg_onnx.cli import brain, control, doctor, encode, models, run, web
 from berg_onnx.cli._common import CLIError, Parser
 from berg_onnx.errors import BERGError
 
 #: Modules with one command group each, in the order ``--help`` lists them.
-COMMANDS = (encode, run, brain, models, doctor, web)
+COMMANDS = (encode, run, control, brain, models, doctor, web)
 
 
 def build_parser() -> argparse.ArgumentParser:
