@@ -417,7 +417,7 @@ def int8_absent(manifest: Manifest, models: Sequence[tuple[str, int, str]]) -> d
     tolerance."""
     out = {}
     for model_id, subject, roi in models:
-        entry = manifest.models.get(berg_onnx.manifest.model_key(model_id, subject, roi))
+        entry = manifest.models.get(berg_onnx.source.manifest.model_key(model_id, subject, roi))
         if entry is not None and entry.onnx_int8 is None and entry.int8_absent_reason:
             out[entry.key] = entry.int8_absent_reason
     return out

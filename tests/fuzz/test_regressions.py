@@ -33,7 +33,7 @@ def test_regression_input_keeps_the_property(target, path):
 def test_every_target_accepts_its_real_seeds():
     """The seeds from real files must load (not merely raise a BERGError)."""
     from export.checkpoint import load_pickled_npy
-    from fuzz import targets
+    from tests.fuzz import targets
 
     metadata = [s for s in targets.metadata_seeds() if s.startswith(b"\x93NUMPY")][:1]
     path = targets.scratch(metadata[0], ".npy")

@@ -456,7 +456,7 @@ def test_a_failing_git_call_says_what_git_said(tmp_path):
     """A fixture repo's git failure names git's own reason, not only "exit status 128"."""
     import shutil
 
-    from olahserver import _git
+    from tests._support.olahserver import _git
 
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
