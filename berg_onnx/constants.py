@@ -87,6 +87,12 @@ def check_precision(precision: object) -> str:
     return precision
 
 
+#: Where records of files already verified against their sha256 are kept, so a start
+#: does not hash an unchanged model file again (see utils/verified.py); "off" disables
+#: it (every start hashes). Default: $XDG_CACHE_HOME/berg-onnx/verified.
+ENV_VERIFY_CACHE = "BERG_ONNX_VERIFY_CACHE"
+#: Test hook: stop a run at a named moment (utils/pausepoints.py), for kill tests.
+ENV_PAUSE_AT = "BERG_ONNX_PAUSE_AT"
 #: Largest (N, nv) float32 output encode() allocates, in bytes (default: half of this
 #: machine's memory; see utils/memory.py). Larger ones are refused before any work.
 ENV_MAX_OUTPUT_BYTES = "BERG_ONNX_MAX_OUTPUT_BYTES"

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 
-ENV_PAUSE_AT = "BERG_ONNX_PAUSE_AT"
+from berg_onnx.constants import ENV_PAUSE_AT
 
 _lock = threading.Lock()
 _counts: dict[str, int] = {}

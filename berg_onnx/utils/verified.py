@@ -32,7 +32,8 @@ import time
 import zlib
 from pathlib import Path
 
-ENV_VERIFY_CACHE = "BERG_ONNX_VERIFY_CACHE"
+from berg_onnx.constants import ENV_VERIFY_CACHE
+
 #: A file whose last change is this recent when it is hashed is not remembered
 #: (FAT and some network filesystems keep 1-2 s timestamps).
 RACY_SECONDS = 2.0
