@@ -481,6 +481,9 @@ def test_listing_beside_responses_is_read_bounded(tmp_path):
 @pytest.fixture
 def run_store(tmp_path, export_dir):
     """A complete 8-image V1 run store (chunks of 4) and the images it was run on."""
+    pytest.importorskip(
+        "zarr", reason="run stores need the [zarr] extra (absent in the torch-free stage)"
+    )
     from tests._support.runstore import write_run_store
 
     images = np.random.default_rng(5).integers(0, 256, (8, 3, 16, 16), dtype=np.uint8)
