@@ -19,7 +19,7 @@ from berg_onnx.constants import ENV_CACHE, ENV_REPO, ENV_REVISION, env_str
 from berg_onnx.errors import ModelLoadError, ModelNotFoundError, ResourceError
 from berg_onnx.source.catalog import load_catalog
 from berg_onnx.source.manifest import FileEntry, Manifest
-from berg_onnx.utils.verified import check_file
+from berg_onnx.utils.verified import check_file, stamp
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -105,7 +105,7 @@ class HubStore:
         self.endpoint = endpoint
         self._manifest: Manifest | None = None
         self._commit: str | None = None  # the commit the manifest was read at
-        self._verified: dict[Path, tuple[int, int]] = {}
+        self._verified: dict[Path, list[int]] = {}  # path -> verified.stamp checked
         #: Fail at once when the Hub cannot be reached at all (no connection), instead of
         #: huggingface_hub's ~23 s of retries; the CLI sets it, a batch job may not.
         self.fail_fast = False
@@ -227,13 +227,12 @@ class HubStore:
         revision = self._commit or self.revision
         path = self._download(entry.name, revision)
         for attempt in (1, 2):
-            st = path.stat()
-            stamp = (st.st_size, st.st_mtime_ns)
-            if self._verified.get(path) == stamp:
+            seen = stamp(path.stat())  # the same stamp the user-cache records use
+            if self._verified.get(path) == seen:
                 return path
             problem = _outside_cache(path) or check_file(path, entry.size, entry.sha256)
             if problem is None:
-                self._verified[path] = stamp
+                self._verified[path] = seen
                 return path
             _remove_cached(path)
             if attempt == 1 and _offline():

@@ -12,7 +12,7 @@ from typing import Protocol
 from berg_onnx.errors import ModelLoadError, ModelNotFoundError
 from berg_onnx.source.catalog import load_catalog
 from berg_onnx.source.manifest import FileEntry, Manifest
-from berg_onnx.utils.verified import check_file
+from berg_onnx.utils.verified import check_file, stamp
 
 
 class ModelSource(Protocol):
@@ -44,8 +44,8 @@ class LocalStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser()
         self._manifest: Manifest | None = None
-        self._manifest_stamp: tuple[int, ...] | None = None
-        self._verified: dict[Path, tuple[int, ...]] = {}  # path -> stat stamp checked
+        self._manifest_stamp: list[int] | None = None
+        self._verified: dict[Path, list[int]] = {}  # path -> stat stamp checked (verified.stamp)
 
     def describe(self) -> str:
         return f"export directory {self.root}"
@@ -56,11 +56,10 @@ class LocalStore:
         files against old hashes."""
         path = self.root / load_catalog().manifest_name
         try:
-            st = path.stat()
-            stamp = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            seen = stamp(path.stat())
         except OSError:
-            stamp = None
-        if self._manifest is None or stamp != self._manifest_stamp:
+            seen = None
+        if self._manifest is None or seen != self._manifest_stamp:
             self._manifest = None
             if not path.is_file():
                 if not self.root.is_dir():
@@ -77,7 +76,7 @@ class LocalStore:
                     "by `python -m export convert`."
                 )
             self._manifest = Manifest.load(self._inside(path))
-            self._manifest_stamp = stamp
+            self._manifest_stamp = seen
         return self._manifest
 
     def _inside(self, path: Path) -> Path:
@@ -105,11 +104,10 @@ class LocalStore:
             raise ModelNotFoundError(
                 f"{path} is listed in the manifest but missing; re-run the export."
             ) from None
-        stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        if self._verified.get(path) != stamp:
+        if self._verified.get(path) != stamp(st):
             # hashed, unless the user's cache recorded this very stamp as verified
             problem = check_file(path, entry.size, entry.sha256)
             if problem:
                 raise ModelLoadError(f"{problem}; the export is corrupt or was modified.")
-            self._verified[path] = stamp
+            self._verified[path] = stamp(st)
         return path

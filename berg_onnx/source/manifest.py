@@ -16,6 +16,7 @@ from berg_onnx.errors import InvalidParameterError, ModelLoadError, ModelNotFoun
 from berg_onnx.source._schema import MAX_MANIFEST_BYTES, parse_json, validate_manifest
 from berg_onnx.source.catalog import model_key
 from berg_onnx.utils.fileio import atomic_write_bytes, sha256_file
+from berg_onnx.utils.verified import check_file
 
 SCHEMA_VERSION = 1
 FORMAT = "berg-onnx-export"
@@ -37,16 +38,9 @@ class FileEntry:
         return cls(name=name, sha256=sha256_file(path), size=path.stat().st_size)
 
     def problem(self, path: Path) -> str | None:
-        """Why ``path`` does not match this entry, or None when it does."""
-        if not path.is_file():
-            return f"{path} is missing"
-        size = path.stat().st_size
-        if size != self.size:
-            return f"{path} has {size} bytes, expected {self.size}"
-        digest = sha256_file(path, max_bytes=self.size)  # the size was compared first
-        if digest != self.sha256:
-            return f"{path} has sha256 {digest}, expected {self.sha256}"
-        return None
+        """Why ``path`` does not match this entry, or None when it does (always hashed:
+        the export's own checks never trust a remembered verification)."""
+        return check_file(path, self.size, self.sha256, remember=False)
 
 
 @dataclass(frozen=True)

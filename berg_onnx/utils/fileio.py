@@ -13,7 +13,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from berg_onnx.errors import InvalidParameterError, StimulusError
 
@@ -24,17 +24,23 @@ def sha256_file(path: str | os.PathLike[str], max_bytes: int | None = None) -> s
     """The file's sha256; with ``max_bytes``, at most that many bytes (plus one) are read,
     so a file that grows while it is hashed cannot make the hash unbounded (its digest
     then differs from any of ``max_bytes`` bytes)."""
+    with open(path, "rb") as f:
+        return sha256_stream(f, max_bytes)
+
+
+def sha256_stream(f: BinaryIO, max_bytes: int | None = None) -> str:
+    """sha256 of what is left of the open binary file ``f``, read in 1 MB blocks; with
+    ``max_bytes``, at most that many bytes plus one (see ``sha256_file``)."""
     import hashlib  # not at import: a cold start that hashes nothing skips loading OpenSSL
 
     digest = hashlib.sha256()
     left = None if max_bytes is None else max_bytes + 1
-    with open(path, "rb") as f:
-        while block := f.read(_CHUNK if left is None else min(_CHUNK, left)):
-            digest.update(block)
-            if left is not None:
-                left -= len(block)
-                if left <= 0:
-                    break
+    while block := f.read(_CHUNK if left is None else min(_CHUNK, left)):
+        digest.update(block)
+        if left is not None:
+            left -= len(block)
+            if left <= 0:
+                break
     return digest.hexdigest()
 
 
@@ -56,17 +62,6 @@ def read_hashed(path: str | os.PathLike[str]) -> tuple[bytes, str, tuple[int, in
         identity = file_identity(os.fstat(f.fileno()))
         data = f.read()
     return data, hashlib.sha256(data).hexdigest(), identity
-
-
-def check_by_stat_then_hash(
-    path: str | os.PathLike[str], identity: tuple[int, ...], sha256: str
-) -> tuple[bool, tuple[int, int, int, int]]:
-    """(same bytes as recorded?, current identity): by stat alone when the identity is
-    unchanged, else by hashing the file (streamed). OSError if it cannot be read."""
-    current = file_identity(os.stat(path))
-    if tuple(current) == tuple(identity):
-        return True, current
-    return sha256_file(path) == sha256, current
 
 
 def _umask() -> int:

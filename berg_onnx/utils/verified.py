@@ -33,11 +33,11 @@ import zlib
 from pathlib import Path
 
 from berg_onnx.constants import ENV_VERIFY_CACHE
+from berg_onnx.utils.fileio import atomic_write_bytes, sha256_stream
 
 #: A file whose last change is this recent when it is hashed is not remembered
 #: (FAT and some network filesystems keep 1-2 s timestamps).
 RACY_SECONDS = 2.0
-_CHUNK = 1 << 20
 _OFF = ("0", "off", "false", "no", "none")
 
 
@@ -86,19 +86,20 @@ def _remember(folder: Path | None, path: Path, st: os.stat_result, sha256: str) 
         return  # changed too recently: a change within the timestamps' granularity hides
     body = json.dumps({"path": str(path), "stamp": stamp(st), "sha256": sha256})
     try:
-        from berg_onnx.utils.fileio import atomic_write_bytes
-
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(_record_path(folder, path), body.encode())
     except OSError:
         pass  # a read-only or full cache only costs the next start a hash
 
 
-def check_file(path: str | os.PathLike[str], size: int, sha256: str) -> str | None:
+def check_file(
+    path: str | os.PathLike[str], size: int, sha256: str, *, remember: bool = True
+) -> str | None:
     """Why ``path`` does not hold ``size`` bytes with ``sha256``, or None when it does.
 
-    Hashes the file unless a record made for this very stamp and sha256 says it
-    matched; a match is then remembered (module docstring).
+    Hashes the file (at most ``size`` bytes plus one) unless a record made for this
+    very stamp and sha256 says it matched; a match is then remembered (module
+    docstring). ``remember=False`` neither reads nor writes records: it always hashes.
     """
     path = Path(os.path.abspath(path))
     try:
@@ -111,18 +112,13 @@ def check_file(path: str | os.PathLike[str], size: int, sha256: str) -> str | No
         return f"{path} is not a file"
     if st.st_size != size:
         return f"{path} has {st.st_size} bytes, expected {size}"
-    folder = cache_dir()
+    folder = cache_dir() if remember else None
     if _remembered(folder, path, st, sha256):
         return None
-    import hashlib  # only when hashing: loading OpenSSL costs a cold start ~2 ms
-
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
         before = os.fstat(f.fileno())
-        while block := f.read(_CHUNK):
-            digest.update(block)
+        got = sha256_stream(f, max_bytes=size)  # the size was compared above
         after = os.fstat(f.fileno())
-    got = digest.hexdigest()
     if got != sha256:
         return f"{path} has sha256 {got}, expected {sha256}"
     if stamp(before) == stamp(after) == stamp(st):  # unchanged while it was read
