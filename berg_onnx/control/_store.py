@@ -25,7 +25,7 @@ from berg_onnx.errors import (
     ModelNotFoundError,
 )
 from berg_onnx.experiment.job import ModelLibrary, array_name
-from berg_onnx.experiment.store import FORMAT, ExperimentStore, import_zarr
+from berg_onnx.experiment.store import FORMAT, ExperimentStore
 from berg_onnx.source.local import LocalStore, ModelSource
 from berg_onnx.source.metadata import load_npz
 
@@ -37,25 +37,15 @@ class ControlStore:
     """One run store, read-only: what RNC reads from it and nothing else."""
 
     def __init__(self, path: str | os.PathLike[str], berg: ModelLibrary | None = None) -> None:
-        zarr = import_zarr()
         self.path = os.fspath(path)
-        if "://" not in self.path and not Path(self.path).is_dir():
-            raise ModelNotFoundError(
-                f"no run store at {self.path} (a folder written by berg-onnx run)"
-            )
-        try:
-            root = zarr.open_group(store=self.path, mode="r")
-        except Exception as e:  # noqa: BLE001 - zarr raises several kinds for a non-store
-            raise ExperimentError(f"{self.path} is not a readable Zarr store ({e})") from None
-        if root.attrs.get("format") != FORMAT:
+        try:  # the experiment's one reader, with its checks of a store's contract
+            self.store = ExperimentStore.open(self.path)
+        except ModelLoadError as e:
+            raise ExperimentError(str(e)) from None
+        if self.store.root.attrs.get("format") != FORMAT:
             raise ExperimentError(f"{self.path} is not a berg-onnx experiment store")
-        models = []
-        for name, group in sorted(root.groups()):
-            if name.startswith("sub-"):
-                models += [(int(name[4:]), roi) for roi, _ in sorted(group.arrays())]
-        self.store = ExperimentStore(root, self.path, tuple(models))
-        self.root = root
-        self.model_id = str(root.attrs.get("model_id"))
+        self.root = self.store.root
+        self.model_id = self.store.model_id
         self._berg = berg
         self._source: ModelSource | None = None
         self._ncsnr: dict[tuple[int, str], np.ndarray] = {}
@@ -65,9 +55,8 @@ class ControlStore:
         return self.store.n_images
 
     def labels(self) -> list[str]:
-        if "stimuli" not in self.root:
-            return [str(i) for i in range(self.n_images)]
-        return [str(s) for s in self.root["stimuli"][:]]
+        labels = self.store.labels()  # names as the run stored them, read back unescaped
+        return [str(i) for i in range(self.n_images)] if labels is None else labels
 
     # -- what the store holds ------------------------------------------------------------
     def subjects_with(self, rois: Sequence[str]) -> list[int]:
@@ -130,7 +119,7 @@ class ControlStore:
             if self._berg is not None:
                 self._source = self._berg.store
                 return self._source
-            source = dict(self.root.attrs.get("source") or {})
+            source = self.store.source
             if "export_dir" in source:
                 if not Path(source["export_dir"]).is_dir():
                     raise ModelNotFoundError(
@@ -152,8 +141,7 @@ class ControlStore:
         if key not in self._ncsnr:
             source = self.source()
             entry = source.manifest().get(self.model_id, subject, roi)
-            files = dict(self.root[array_name(subject, roi)].attrs.get("model_files") or {})
-            recorded = files.get(entry.metadata.name)
+            recorded = self.store.model_files(subject, roi).get(entry.metadata.name)
             if recorded is not None and recorded != entry.metadata.sha256:
                 raise ModelLoadError(
                     f"the metadata of {array_name(subject, roi)} in {source.describe()} is "
@@ -198,9 +186,7 @@ class ControlStore:
             "n_images": self.n_images,
             "stimulus_fingerprint": attrs.get("stimulus_fingerprint"),
             "models": {
-                array_name(s, r): dict(self.root[array_name(s, r)].attrs.get("model_files") or {})
-                for s in subjects
-                for r in rois
+                array_name(s, r): self.store.model_files(s, r) for s in subjects for r in rois
             },
         }
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
