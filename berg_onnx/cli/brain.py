@@ -18,7 +18,7 @@ from berg_onnx.brain.runs import (
     store_metadata,
 )
 from berg_onnx.brain.volume import from_nifti, require_nibabel, save_nifti, write_nifti
-from berg_onnx.cli._common import OVERLAP_HELP, add_command, hub_berg
+from berg_onnx.cli._common import OVERLAP_HELP, add_command, hub_berg, make_berg
 from berg_onnx.constants import DEFAULT_MODEL_ID
 from berg_onnx.errors import InvalidParameterError, ModelNotFoundError
 from berg_onnx.experiment.store import ExperimentStore
@@ -45,10 +45,8 @@ PLOT_EXAMPLES = """examples:
 
 def berg_for(store: ExperimentStore | None, args: argparse.Namespace) -> BERG:
     """The BERG to read metadata from: the flags' source, else the store's, else the Hub."""
-    if args.berg_dir:
-        return BERG(berg_dir=args.berg_dir)
-    if args.repo_id or args.revision or store is None:
-        return hub_berg(args.repo_id, args.revision)
+    if args.berg_dir or args.repo_id or args.revision or store is None:
+        return make_berg(args)  # as every command builds it from the flags
     if "export_dir" in store.source:
         export_dir = Path(store.source["export_dir"])
         if not export_dir.is_dir():

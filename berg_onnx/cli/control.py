@@ -14,6 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from berg_onnx.cli._common import make_berg
 from berg_onnx.control import _common as c
 from berg_onnx.errors import InvalidParameterError
 
@@ -88,13 +89,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _berg(args):
+    """The BERG the flags name (as every command builds it), or None: the store's source."""
     if not (args.berg_dir or args.repo_id or args.revision):
         return None
-    from berg_onnx.api import BERG
-
-    if args.berg_dir:
-        return BERG(berg_dir=args.berg_dir)
-    return BERG(repo_id=args.repo_id, revision=args.revision)
+    return make_berg(args)
 
 
 def _draw(result, path: str | None) -> None:
