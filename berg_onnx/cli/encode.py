@@ -49,22 +49,13 @@ class RowLabels(Sequence[str]):
 
 
 def collect_images(args: argparse.Namespace) -> tuple[Any, Sequence[str], list[Path]]:
-    """(stimulus, row labels, input files) from files, folders (files.py's rules) or one .npy."""
-    from berg_onnx.inputs.scan import scan_images
-    from berg_onnx.inputs.stimulus import as_stimulus, load_npy_stimulus
+    """(stimulus, row labels, input files) from one .npy or files and folders (read_inputs)."""
+    from berg_onnx.inputs.stimulus import as_stimulus, read_inputs
 
-    items = args.images
-    npys = [i for i in items if i.lower().endswith(".npy")]
-    if npys:
-        if len(items) != 1:
-            raise CLIError("give either one .npy stimulus array or image files/folders, not both")
-        path = Path(npys[0])
-        if not path.is_file():
-            raise CLIError(f"no such file: {path}")
-        # header checked, memory-mapped (streamed), then validated before any model loads
-        stimulus = load_npy_stimulus(path)
-        return stimulus, RowLabels(str(path), len(stimulus)), [path]
-    scan = scan_images(items)
+    npy, scan = read_inputs(args.images)
+    if npy is not None:  # header checked, memory-mapped (streamed), validated
+        path = Path(args.images[0])
+        return npy, RowLabels(str(path), len(npy)), [path]
     if scan.skipped:  # said after a successful run, so that an error stays one line
         args.notes.append(scan.summary())
     stimulus = as_stimulus(list(scan.files), on_error=args.on_error)

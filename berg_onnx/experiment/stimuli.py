@@ -55,16 +55,11 @@ def check_on_error(on_error: Any) -> str:
 def _scan(items: list[str]) -> tuple[Any, list[Path] | None, Any]:
     """(array, None, None) for one .npy, or (None, files, scan) for files/folders, with
     encode's rules (inputs/scan.py: hidden entries, extensions, links, repeated paths)."""
-    from berg_onnx.inputs.scan import scan_images
-    from berg_onnx.inputs.stimulus import load_npy_stimulus
+    from berg_onnx.inputs.stimulus import read_inputs
 
-    npys = [i for i in items if i.lower().endswith(".npy")]
-    if npys:
-        if len(items) != 1:
-            raise StimulusError("give either one .npy stimulus array or image files/folders")
-        stim = load_npy_stimulus(items[0])  # header checked, memory-mapped, validated
-        return stim.array, None, None
-    scan = scan_images(items)
+    npy, scan = read_inputs(items)
+    if npy is not None:
+        return npy.array, None, None
     return None, list(scan.files), scan
 
 

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from berg_onnx.constants import INPUT_SIZE
 from berg_onnx.errors import InvalidParameterError, StimulusError
 from berg_onnx.inputs.images import WHITE, ImageSource, check_background, is_pil_image, load_image
 from berg_onnx.inputs.resize import resize_rounded
+
+if TYPE_CHECKING:
+    from berg_onnx.inputs.scan import ScanResult
 
 EXPECTED = (
     "a numpy integer array of shape (N, 3, H, W) with values 0-255 (e.g. uint8), "
@@ -283,6 +286,30 @@ def load_npy_stimulus(path: str | os.PathLike[str]) -> Stimulus:
         return as_stimulus(array)
     except StimulusError as e:
         raise StimulusError(f"{path}: {e}") from None
+
+
+def read_inputs(
+    items: Sequence[str | os.PathLike[str]],
+) -> tuple[Stimulus | None, ScanResult | None]:
+    """What a command names as its images, by the one rule ``encode`` and ``run`` share:
+    one ``.npy`` stimulus array (``load_npy_stimulus``: header-checked, memory-mapped,
+    validated) or image files and folders (``scan_images``), never both.
+
+    Returns (the array's Stimulus, None) or (None, the scan).
+    """
+    npys = [i for i in items if os.fspath(i).lower().endswith(".npy")]
+    if npys:
+        if len(items) != 1:
+            raise StimulusError(
+                "give either one .npy stimulus array or image files/folders, not both"
+            )
+        path = Path(npys[0])
+        if not path.is_file():
+            raise StimulusError(f"no such file: {path}")
+        return load_npy_stimulus(path), None
+    from berg_onnx.inputs.scan import scan_images  # the folder rules load on first use
+
+    return None, scan_images(items)
 
 
 def _array_like(obj: Any) -> bool:
