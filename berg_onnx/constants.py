@@ -91,6 +91,12 @@ def check_precision(precision: object) -> str:
 #: does not hash an unchanged model file again (see utils/verified.py); "off" disables
 #: it (every start hashes). Default: $XDG_CACHE_HOME/berg-onnx/verified.
 ENV_VERIFY_CACHE = "BERG_ONNX_VERIFY_CACHE"
+#: Where onnxruntime's optimised graphs of models are kept for this machine, so a start
+#: does not optimise or copy a model's weights again (see utils/optimized.py); "off"
+#: disables it. Default: $XDG_CACHE_HOME/berg-onnx/optimized.
+ENV_SESSION_CACHE = "BERG_ONNX_SESSION_CACHE"
+#: Bound on that cache's size in bytes (default 2 GiB); least recently used entries go.
+ENV_SESSION_CACHE_MAX_BYTES = "BERG_ONNX_SESSION_CACHE_MAX_BYTES"
 #: Test hook: stop a run at a named moment (utils/pausepoints.py), for kill tests.
 ENV_PAUSE_AT = "BERG_ONNX_PAUSE_AT"
 #: Largest (N, nv) float32 output encode() allocates, in bytes (default: half of this

@@ -214,7 +214,10 @@ class EncodingModel(OfModel):
         with self._lock:
             if self._all_core_session is None:
                 self._all_core_session, _ = create_session(
-                    self.onnx_path, "cpu", threads=self.threads
+                    self.onnx_path,
+                    "cpu",
+                    threads=self.threads,
+                    sha256=self.entry.onnx_file(self.precision).sha256,
                 )
             return self._all_core_session
 
@@ -305,11 +308,12 @@ def load_encoding_model(
     from berg_onnx.constants import CPU_BATCH_SIZE, CUDA_BATCH_SIZE
     from berg_onnx.utils.cpu import warn_if_int8_unverified
 
-    path = store.fetch(entry.onnx_file(precision))
+    file = entry.onnx_file(precision)
+    path = store.fetch(file)  # verified against file.sha256
     check_graph(path, entry.nv)  # operators, external data, input/output: before onnxruntime
     warn_if_int8_unverified(entry, precision)  # once per process, see cpu.py
     start = time.perf_counter()
-    session, provider = create_session(path, device, threads=1)
+    session, provider = create_session(path, device, threads=1, sha256=file.sha256)
     seconds = time.perf_counter() - start
     auto = CUDA_BATCH_SIZE if provider == CUDA else CPU_BATCH_SIZE
     if schedule == "fixed":

@@ -3,6 +3,10 @@
 The choice of execution provider is checked *after* the session exists:
 onnxruntime silently falls back to CPU when the CUDA provider cannot load its
 libraries, and a user who asked for "cuda" must hear about it.
+
+A CPU session of a verified model file goes through the cache of graphs onnxruntime
+already optimised on this machine (utils/optimized.py): the first one writes the
+entry, later ones load it without optimising or copying the weights again.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import onnxruntime as ort
 
 from berg_onnx.constants import ENV_THREADS, available_cores, env_positive_int
 from berg_onnx.errors import InvalidParameterError, ModelLoadError, ResourceError
+from berg_onnx.utils.optimized import DATA_NAME, EXTERNAL_MIN_BYTES, OptimizedGraph
 
 DEVICES = ("auto", "cpu", "cuda")
 CPU = "CPUExecutionProvider"
@@ -68,24 +73,27 @@ def _cuda_unavailable_reason() -> str:
 
 
 def create_session(
-    path: Path, device: str, threads: int | None = None
+    path: Path, device: str, threads: int | None = None, *, sha256: str | None = None
 ) -> tuple[ort.InferenceSession, str]:
-    """A session on the requested device, and the provider it actually runs on."""
+    """A session on the requested device, and the provider it actually runs on.
+
+    ``sha256``: the model file's, verified by the caller; on CPU it keys the cache
+    of optimised graphs (module docstring). Without it the file is optimised anew.
+    """
     global _warned_fallback
     device = check_device(device)
-    opts = session_options(threads)
     want_cuda = device == "cuda" or (device == "auto" and CUDA in ort.get_available_providers())
     if device == "cuda" and CUDA not in ort.get_available_providers():
         raise ResourceError(f"device='cuda' requested, but {_cuda_unavailable_reason()}.")
+    if not want_cuda:
+        graph = None if sha256 is None else OptimizedGraph.for_model(sha256, _runtime())
+        return _cpu_session(path, threads, graph), CPU
     # TF32 tensor cores (onnxruntime's CUDA default) move responses by ~2e-3,
     # twenty times the fidelity budget: keep full float32 arithmetic.
-    providers = [(CUDA, {"use_tf32": "0"}), CPU] if want_cuda else [CPU]
-    try:
-        session = ort.InferenceSession(str(path), opts, providers=providers)
-    except Exception as e:  # onnxruntime raises its own exception types
-        raise ModelLoadError(f"onnxruntime cannot load {path}: {e}") from None
+    providers = [(CUDA, {"use_tf32": "0"}), CPU]
+    session = _load(path, session_options(threads), providers)
     active = session.get_providers()[0]
-    if want_cuda and active != CUDA:
+    if active != CUDA:
         reason = _cuda_unavailable_reason()
         if device == "cuda":
             raise ResourceError(f"device='cuda' requested, but {reason}.")
@@ -93,3 +101,52 @@ def create_session(
             warnings.warn(f"CUDA not usable, running on CPU: {reason}.", stacklevel=3)
             _warned_fallback = True
     return session, active
+
+
+def _runtime() -> str:
+    """This onnxruntime build, as the optimised graphs depend on it."""
+    return f"onnxruntime {ort.__version__} {ort.get_build_info()} {CPU}"
+
+
+def _load(path: Path, opts: ort.SessionOptions, providers: list) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(str(path), opts, providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise ModelLoadError(f"onnxruntime cannot load {path}: {e}") from None
+
+
+def _cpu_session(
+    path: Path, threads: int | None, graph: OptimizedGraph | None
+) -> ort.InferenceSession:
+    if graph is None:
+        return _load(path, session_options(threads), [CPU])
+    found = graph.find()
+    if found is not None:
+        opts = session_options(threads)
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            return ort.InferenceSession(str(found), opts, providers=[CPU])
+        except Exception:  # a broken entry (or one removed meanwhile): rebuilt below
+            pass
+    graph.discard()  # a stale entry stands in the way of the new one
+    try:
+        with graph.writing() as target:  # published when this block returns
+            if target is None:
+                raise _Unwritable
+            opts = session_options(threads)
+            opts.optimized_model_filepath = str(target)
+            opts.add_session_config_entry(
+                "session.optimized_model_external_initializers_file_name", DATA_NAME
+            )
+            opts.add_session_config_entry(
+                "session.optimized_model_external_initializers_min_size_in_bytes",
+                str(EXTERNAL_MIN_BYTES),
+            )
+            return ort.InferenceSession(str(path), opts, providers=[CPU])
+    except Exception:  # a cache that cannot be written (read-only, full): plain load
+        pass
+    return _load(path, session_options(threads), [CPU])
+
+
+class _Unwritable(Exception):
+    """The cache folder cannot be written: the entry is skipped."""
