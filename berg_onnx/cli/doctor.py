@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from berg_onnx.cli._common import add_command
-from berg_onnx.constants import ENV_CACHE, ENV_REPO, ENV_REVISION
+from berg_onnx.constants import (
+    ENV_CACHE,
+    ENV_REPO,
+    ENV_REVISION,
+    ENV_SESSION_CACHE,
+    ENV_SESSION_CACHE_MAX_BYTES,
+    ENV_VERIFY_CACHE,
+)
 
 #: A 69-byte ONNX graph (Identity) used to try each execution provider.
 _PROBE_MODEL = base64.b64decode(
@@ -69,6 +76,7 @@ def environment_info(
     from berg_onnx._version import __version__
     from berg_onnx.session import available_cores, default_threads
     from berg_onnx.source.hub import hub_settings, placeholder_hint
+    from berg_onnx.utils import optimized, verified
 
     flavours = {}
     for dist in ORT_FLAVOURS:
@@ -97,6 +105,8 @@ def environment_info(
         "cache": str(cache or hf.HF_HUB_CACHE),
         "offline": bool(hf.HF_HUB_OFFLINE),
         "cached_models": _cached_models(cache),
+        "verify_cache": None if (v := verified.cache_dir()) is None else str(v),
+        "session_cache": optimized.summary(),
     }
 
 
@@ -134,6 +144,17 @@ def run(args: argparse.Namespace) -> int:
         print("cached models: none")
     for repo_id, names in info["cached_models"].items():
         print(f"cached models in {repo_id}: {', '.join(names)}")
+    print(f"verified-file records: {info['verify_cache'] or 'off'} (env {ENV_VERIFY_CACHE})")
+    graphs = info["session_cache"]
+    if graphs["folder"] is None:
+        print(f"optimised graphs: off (env {ENV_SESSION_CACHE})")
+    else:
+        print(
+            f"optimised graphs: {graphs['folder']} ({graphs['entries']} "
+            f"{'entry' if graphs['entries'] == 1 else 'entries'}, "
+            f"{graphs['bytes'] / 1e6:.0f} MB of at most {graphs['max_bytes'] / 1e6:.0f} MB; "
+            f"env {ENV_SESSION_CACHE}, {ENV_SESSION_CACHE_MAX_BYTES})"
+        )
     return 0
 
 

@@ -187,6 +187,26 @@ class OptimizedGraph:
         _evict(self.root, max_bytes(), keep=self.key)
 
 
+def summary() -> dict[str, object]:
+    """The cache's folder (None when off), entries, their bytes and the bound, for
+    ``berg-onnx doctor``."""
+    root = cache_dir()
+    folders = []
+    if root is not None:
+        with contextlib.suppress(OSError):
+            folders = [
+                Path(e.path)
+                for e in os.scandir(root)
+                if _KEY.match(e.name) and e.is_dir(follow_symlinks=False)
+            ]
+    return {
+        "folder": None if root is None else str(root),
+        "entries": len(folders),
+        "bytes": sum(_entry_bytes(f) for f in folders),
+        "max_bytes": max_bytes(),
+    }
+
+
 def _entry_bytes(folder: Path) -> int:
     total = 0
     for name in (MODEL_NAME, DATA_NAME, RECORD_NAME):

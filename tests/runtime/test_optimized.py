@@ -185,3 +185,19 @@ def test_processes_starting_together_share_one_entry(export_dir, photos, cache, 
         np.testing.assert_array_equal(out, outs[0])
     assert len(entries(cache)) == 1
     assert not [p for p in cache.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_doctor_reports_the_cache(export_dir, cache, cli, monkeypatch):
+    load(export_dir)
+    (entry,) = entries(cache)
+    size = sum(p.stat().st_size for p in entry.iterdir())
+    assert optimized.summary() == {
+        "folder": str(cache),
+        "entries": 1,
+        "bytes": size,
+        "max_bytes": optimized.DEFAULT_MAX_BYTES,
+    }
+    out = cli("doctor", "--berg-dir", str(export_dir)).stdout
+    assert f"optimised graphs: {cache} (1 entry, " in out
+    monkeypatch.setenv(optimized.ENV_SESSION_CACHE, "off")
+    assert "optimised graphs: off" in cli("doctor", "--berg-dir", str(export_dir)).stdout
