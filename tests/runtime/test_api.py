@@ -280,7 +280,8 @@ def test_import_loads_nothing_the_first_call_may_not_need(export_dir, tmp_path):
     code = (
         "import sys\n"
         "import berg_onnx\n"
-        "lazy = ('PIL', 'tqdm', 'huggingface_hub', 'concurrent.futures')\n"
+        "lazy = ('PIL', 'tqdm', 'huggingface_hub', 'concurrent.futures', 'importlib.abc',\n"
+        "        'importlib.resources', 'tempfile')\n"
         "early = [m for m in lazy if m in sys.modules]\n"
         "assert not early, early\n"
         f"berg = berg_onnx.BERG(berg_dir={str(export_dir)!r}, threads=2)\n"
@@ -291,3 +292,25 @@ def test_import_loads_nothing_the_first_call_may_not_need(export_dir, tmp_path):
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+def test_import_freezes_what_it_loaded_and_leaves_the_collector_as_it_was():
+    """Cold start: the objects alive after the imports go to the collector's permanent
+    generation (no later collection walks them); the collector's on/off state is the
+    caller's, and objects made afterwards are still collected."""
+    code = (
+        "import gc, sys, weakref\n"
+        "assert gc.get_freeze_count() == 0\n"
+        "gc.disable() if sys.argv[1] == 'off' else None\n"
+        "import berg_onnx\n"
+        "assert gc.isenabled() == (sys.argv[1] == 'on'), gc.isenabled()\n"
+        "assert gc.get_freeze_count() > 10_000, gc.get_freeze_count()\n"
+        "class Node: pass\n"
+        "a, b = Node(), Node(); a.other, b.other = b, a  # a cycle made after the import\n"
+        "alive = weakref.ref(a); del a, b\n"
+        "gc.collect()\n"
+        "assert alive() is None\n"
+    )
+    for state in ("on", "off"):
+        run = subprocess.run([sys.executable, "-c", code, state], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
