@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from numbers import Integral
+from pathlib import Path
 
 from berg_onnx.errors import InvalidParameterError
 
@@ -68,6 +69,26 @@ def env_positive_int(name: str) -> int | None:
     if not value.isdigit() or int(value) < 1:
         raise InvalidParameterError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+#: Values of a cache-folder variable that turn that cache off.
+OFF_VALUES = ("0", "off", "false", "no", "none")
+
+
+def user_cache_dir(env_name: str, sub: str) -> Path | None:
+    """A berg-onnx cache folder in the user's cache: ``$env_name`` if set (``off`` and
+    the other OFF_VALUES: None), else ``$XDG_CACHE_HOME/berg-onnx/<sub>``, else
+    ``~/.cache/berg-onnx/<sub>``. None, too, when the home folder is unknown (no
+    ``$HOME``, a uid without a passwd entry): never a ``~`` folder in the working one."""
+    given = os.environ.get(env_name, "").strip()
+    if given.lower() in OFF_VALUES:
+        return None
+    if given:
+        return Path(os.path.expanduser(given))  # as given: a "~" left is the user's choice
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()  # the XDG spec: absolute paths only
+    # os.path.expanduser leaves "~" when the home is unknown (Path.expanduser raises)
+    base = xdg if os.path.isabs(xdg) else os.path.expanduser(os.path.join("~", ".cache"))
+    return Path(base) / "berg-onnx" / sub if os.path.isabs(base) else None
 
 
 def available_cores() -> int:

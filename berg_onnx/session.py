@@ -129,10 +129,11 @@ def _cpu_session(
         except Exception:  # a broken entry (or one removed meanwhile): rebuilt below
             pass
     graph.discard()  # a stale entry stands in the way of the new one
+    session = None
     try:
-        with graph.writing() as target:  # published when this block returns
+        with graph.writing() as target:  # published when this block ends without an error
             if target is None:
-                raise _Unwritable
+                raise _NotWritten("the cache folder cannot be written")
             opts = session_options(threads)
             opts.optimized_model_filepath = str(target)
             opts.add_session_config_entry(
@@ -142,11 +143,35 @@ def _cpu_session(
                 "session.optimized_model_external_initializers_min_size_in_bytes",
                 str(EXTERNAL_MIN_BYTES),
             )
-            return ort.InferenceSession(str(path), opts, providers=[CPU])
-    except Exception:  # a cache that cannot be written (read-only, full): plain load
-        pass
+            session = ort.InferenceSession(str(path), opts, providers=[CPU])
+            check_written(session, target)
+        return session
+    except Exception:  # noqa: BLE001 - not cached (read-only, full, differs): plain load
+        if session is not None:
+            return session  # it is sound: only the written copy is not used
     return _load(path, session_options(threads), [CPU])
 
 
-class _Unwritable(Exception):
-    """The cache folder cannot be written: the entry is skipped."""
+class _NotWritten(Exception):
+    """The optimised graph is not kept: the folder cannot be written, or it differs."""
+
+
+def check_written(session: ort.InferenceSession, written: Path) -> None:
+    """Raise _NotWritten unless the graph onnxruntime wrote at ``written``, loaded as later
+    starts load it, gives the very bits ``session`` gives on a probe input.
+
+    Costs one load and two runs on one image, once per model and machine (~40 ms for
+    V1): a copy that computes anything else is never kept, whatever went wrong.
+    """
+    import numpy as np
+
+    (spec,) = session.get_inputs()
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
+    probe = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    opts = session_options(session.get_session_options().intra_op_num_threads)
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    copy = ort.InferenceSession(str(written), opts, providers=[CPU])
+    want = session.run(None, {spec.name: probe})
+    got = copy.run(None, {spec.name: probe})
+    if len(got) != len(want) or not all(map(np.array_equal, got, want)):
+        raise _NotWritten(f"the optimised copy of the graph at {written} gives other results")

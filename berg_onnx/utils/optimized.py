@@ -17,8 +17,10 @@ model name and feature flags): a home folder shared by different machines keeps 
 entry per CPU, and an upgraded onnxruntime rebuilds.
 
 Trust, as for the verification records (``utils/verified.py``): an entry is made only
-from a model file that was just verified against its manifest's sha256; it is written
-in a private (0700) temporary folder and renamed into place whole, with a record of
+from a model file that was just verified against its manifest's sha256, and kept only
+if the written copy, loaded as later starts load it, gives the very bits of the
+session just made on a probe image (``session.check_written``); it is written in a
+private (0700) temporary folder and renamed into place whole, with a record of
 its files' stamps (device, inode, size, mtime, ctime); it is used only while every
 stamp is still the recorded one, so an entry changed afterwards is rebuilt, never
 loaded. A broken entry (a load that fails) is removed and rebuilt. Removal only ever
@@ -44,7 +46,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from berg_onnx.constants import ENV_SESSION_CACHE, ENV_SESSION_CACHE_MAX_BYTES, env_positive_int
+from berg_onnx.constants import (
+    ENV_SESSION_CACHE,
+    ENV_SESSION_CACHE_MAX_BYTES,
+    env_positive_int,
+    user_cache_dir,
+)
 from berg_onnx.utils.verified import stamp
 
 #: Default bound on the cache's size (bytes of the entries' files).
@@ -62,18 +69,11 @@ _KEY = re.compile(r"^[0-9a-f]{32}$")
 _TMP = re.compile(r"^\.tmp-[0-9a-f]{32}-")
 #: A temporary folder this old is a killed writer's leftover.
 STALE_SECONDS = 3600.0
-_OFF = ("0", "off", "false", "no", "none")
 
 
 def cache_dir() -> Path | None:
     """Where optimised graphs live, or None when turned off."""
-    given = os.environ.get(ENV_SESSION_CACHE, "").strip()
-    if given.lower() in _OFF:
-        return None
-    if given:
-        return Path(given).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.join("~", ".cache")
-    return Path(base).expanduser() / "berg-onnx" / "optimized"
+    return user_cache_dir(ENV_SESSION_CACHE, "optimized")
 
 
 def max_bytes() -> int:

@@ -32,24 +32,17 @@ import time
 import zlib
 from pathlib import Path
 
-from berg_onnx.constants import ENV_VERIFY_CACHE
+from berg_onnx.constants import ENV_VERIFY_CACHE, user_cache_dir
 from berg_onnx.utils.fileio import atomic_write_bytes, sha256_stream
 
 #: A file whose last change is this recent when it is hashed is not remembered
 #: (FAT and some network filesystems keep 1-2 s timestamps).
 RACY_SECONDS = 2.0
-_OFF = ("0", "off", "false", "no", "none")
 
 
 def cache_dir() -> Path | None:
     """Where verification records live, or None when turned off."""
-    given = os.environ.get(ENV_VERIFY_CACHE, "").strip()
-    if given.lower() in _OFF:
-        return None
-    if given:
-        return Path(given).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.join("~", ".cache")
-    return Path(base).expanduser() / "berg-onnx" / "verified"
+    return user_cache_dir(ENV_VERIFY_CACHE, "verified")
 
 
 def stamp(st: os.stat_result) -> list[int]:

@@ -201,3 +201,48 @@ def test_doctor_reports_the_cache(export_dir, cache, cli, monkeypatch):
     assert f"optimised graphs: {cache} (1 entry, " in out
     monkeypatch.setenv(optimized.ENV_SESSION_CACHE, "off")
     assert "optimised graphs: off" in cli("doctor", "--berg-dir", str(export_dir)).stdout
+
+
+def test_a_written_copy_that_computes_otherwise_is_never_kept(
+    export_dir, photos, cache, monkeypatch
+):
+    """Whatever went wrong in writing it (here: weights changed between the write and the
+    check), a copy that does not reproduce the session's bits is not published."""
+    from berg_onnx import session as sessions
+
+    real = sessions.check_written
+
+    def corrupt_then_check(session, written):
+        data = written.parent / optimized.DATA_NAME
+        raw = bytearray(data.read_bytes())
+        raw[len(raw) // 2 : len(raw) // 2 + 64] = b"\x7f" * 64
+        data.write_bytes(bytes(raw))
+        real(session, written)
+
+    monkeypatch.setattr(sessions, "check_written", corrupt_then_check)
+    model = load(export_dir)
+    assert entries(cache) == [] and not [p for p in cache.iterdir()]  # nothing left behind
+    monkeypatch.setenv(optimized.ENV_SESSION_CACHE, "off")
+    np.testing.assert_array_equal(model.encode(photos[:3]), load(export_dir).encode(photos[:3]))
+
+
+def test_no_cache_in_the_working_folder_when_the_home_is_unknown(tmp_path, monkeypatch):
+    """No $HOME and a uid without a passwd entry (a container's random uid): expanduser
+    leaves "~" as it is, and a cache there would be a "~" folder in the working one."""
+    pwd = pytest.importorskip("pwd")
+
+    def no_entry(uid):
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    for name in ("HOME", "XDG_CACHE_HOME", optimized.ENV_SESSION_CACHE, "BERG_ONNX_VERIFY_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    monkeypatch.chdir(tmp_path)
+    from berg_onnx.utils import verified
+
+    assert optimized.cache_dir() is None and verified.cache_dir() is None
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # absolute: used
+    assert optimized.cache_dir() == tmp_path / "xdg" / "berg-onnx" / "optimized"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative")  # the XDG spec: ignored
+    assert optimized.cache_dir() is None
+    assert list(tmp_path.iterdir()) == []
