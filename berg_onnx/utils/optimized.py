@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
 import re
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,8 +65,8 @@ RECORD_NAME = "record.json"
 EXTERNAL_MIN_BYTES = 4096
 #: Bumped when an entry's layout changes: older entries are then never matched.
 LAYOUT = 1
-_KEY = re.compile(r"^[0-9a-f]{32}$")
-_TMP = re.compile(r"^\.tmp-[0-9a-f]{32}-")
+_KEY = re.compile(r"^[0-9a-f]{16}$")
+_TMP = re.compile(r"^\.tmp-[0-9a-f]{16}-")
 #: A temporary folder this old is a killed writer's leftover.
 STALE_SECONDS = 3600.0
 
@@ -116,8 +116,10 @@ class OptimizedGraph:
 
     @property
     def key(self) -> str:
+        # Two checksums, not a sha256: hashlib would load OpenSSL (~2 ms of every start),
+        # and a key only names a folder; the record's identity decides what is loaded.
         raw = json.dumps(self.identity, sort_keys=True).encode()
-        return hashlib.sha256(raw).hexdigest()[:32]
+        return f"{zlib.crc32(raw):08x}{zlib.adler32(raw):08x}"
 
     @property
     def folder(self) -> Path:

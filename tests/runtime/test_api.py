@@ -281,7 +281,7 @@ def test_import_loads_nothing_the_first_call_may_not_need(export_dir, tmp_path):
         "import sys\n"
         "import berg_onnx\n"
         "lazy = ('PIL', 'tqdm', 'huggingface_hub', 'concurrent.futures', 'importlib.abc',\n"
-        "        'importlib.resources', 'tempfile')\n"
+        "        'importlib.resources', 'tempfile', 'hashlib')\n"
         "early = [m for m in lazy if m in sys.modules]\n"
         "assert not early, early\n"
         f"berg = berg_onnx.BERG(berg_dir={str(export_dir)!r}, threads=2)\n"

@@ -142,15 +142,15 @@ def test_the_size_bound_evicts_least_recently_used_and_nothing_else(
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / optimized.MODEL_NAME).write_text("keep me")
-    lookalike = cache / ("f" * 32)  # a key-like name that is a link to a folder outside
+    lookalike = cache / ("f" * 16)  # a key-like name that is a link to a folder outside
     lookalike.symlink_to(outside, target_is_directory=True)
     (cache / "notes.txt").write_text("not the cache's")
-    stale = cache / f".tmp-{'0' * 32}-old"
+    stale = cache / f".tmp-{'0' * 16}-old"
     stale.mkdir()
     (stale / optimized.MODEL_NAME).write_text("a killed writer's")
     old = time.time() - 2 * optimized.STALE_SECONDS
     os.utime(stale, (old, old))
-    fresh = cache / f".tmp-{'1' * 32}-new"
+    fresh = cache / f".tmp-{'1' * 16}-new"
     fresh.mkdir()
     os.utime(v1 / optimized.RECORD_NAME, (old, old))  # V1 used long ago
 
