@@ -13,9 +13,10 @@ Where the page comes from: a checkout's ``web/`` folder after ``npm ci`` there
 14 MB). The wheel does not ship it, to keep the base install small; from a
 wheel, pass ``--web-dir`` to a checkout's ``web/``.
 
-URL layout: ``/`` is the page, ``/export/<file>`` the export's files
-(manifest.json, .onnx, .npz). Only those, and the two npm packages the page
-imports, are served; anything else is 404.
+URL layout: ``/`` is the page, ``/export/<file>`` the export's files:
+manifest.json and the .onnx and .npz files it lists. Only those, and the two npm
+packages the page imports, are served; anything else is 404 (another file or link
+left in the export folder too).
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from berg_onnx.errors import ModelNotFoundError, ResourceError
+from berg_onnx.errors import BERGError, ModelNotFoundError, ResourceError
 from berg_onnx.source.manifest import Manifest
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 EXPORT_PREFIX = "/export/"
+#: What the page (web/src/files.js) reads first from an export.
+MANIFEST_NAME = "manifest.json"
 #: Files under web/ the page needs; nothing else of the checkout is served.
 WEB_PREFIXES = (
     "index.html",
@@ -93,7 +96,7 @@ def check_web_dir(web_dir: Path) -> Path:
 def check_export_dir(berg_dir: Path) -> Path:
     """``berg_dir`` if it is an export with at least one model."""
     berg_dir = Path(berg_dir).resolve()
-    manifest = Manifest.load(berg_dir / "manifest.json")
+    manifest = Manifest.load(berg_dir / MANIFEST_NAME)
     if not manifest.models:
         raise ModelNotFoundError(
             f"{berg_dir} is not an export (no manifest.json with models); give the folder "
@@ -107,6 +110,17 @@ class Roots:
     web: Path
     export: Path
 
+    def export_files(self) -> frozenset[str]:
+        """manifest.json and the files it lists: all the page loads from an export, and
+        all that is served of it (not a notes file or a link someone left beside them).
+        Read at each request, so a re-export in place is served without a restart."""
+        try:
+            manifest = Manifest.load(self.export / MANIFEST_NAME)
+        except BERGError:
+            return frozenset({MANIFEST_NAME})  # the page then shows the manifest's error
+        listed = (f.name for entry in manifest.models.values() for f in entry.files)
+        return frozenset({MANIFEST_NAME, *listed})
+
     def resolve(self, url_path: str) -> Path | None:
         """The file a URL path names, or None when it is not one we serve."""
         path = unquote(urlsplit(url_path).path)
@@ -114,6 +128,8 @@ class Roots:
             path = "/index.html"
         if path.startswith(EXPORT_PREFIX):
             root, rel = self.export, path[len(EXPORT_PREFIX) :]
+            if rel not in self.export_files():
+                return None
         else:
             root, rel = self.web, path.lstrip("/")
             if not rel.startswith(WEB_PREFIXES):

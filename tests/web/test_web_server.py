@@ -9,6 +9,7 @@ import pytest
 
 from berg_onnx.cli import main
 from berg_onnx.errors import ModelNotFoundError, ResourceError
+from berg_onnx.source.manifest import Manifest
 from berg_onnx.web.server import HOST, ORT_MODULE, make_server, start_in_thread
 from tests._support.webref import WEB, require
 
@@ -98,6 +99,41 @@ def test_symlinked_export_files_are_served(export_dir: Path, tmp_path: Path) -> 
         status, _, body = _get(server, "/export/manifest.json")
         assert status == 200 and body == (export_dir / "manifest.json").read_bytes()
         assert _get(server, "/export/../manifest.json")[0] == 404
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_only_the_manifest_and_the_files_it_lists_are_served(
+    export_dir: Path, tmp_path: Path
+) -> None:
+    """A file or link left in an export folder (a downloaded one, say) is not served, even
+    lexically inside it: only what the page loads is."""
+    require((WEB / ORT_MODULE).is_file(), "run `npm ci` in web/")
+    export = tmp_path / "export"
+    export.mkdir()
+    for f in export_dir.iterdir():
+        (export / f.name).symlink_to(f)
+    outside = tmp_path / "private.txt"
+    outside.write_text("not for the page")
+    (export / "notes.txt").write_text("beside the models")
+    (export / "leak.onnx").symlink_to(outside)
+    server = make_server(export, port=0, quiet=True)
+    start_in_thread(server)
+    try:
+        manifest = Manifest.load(export_dir / "manifest.json")
+        listed = {f.name for e in manifest.models.values() for f in e.files}
+        assert any(name.endswith(".int8.onnx") for name in listed)
+        for name in sorted(listed) + ["manifest.json"]:
+            status, _, body = _get(server, f"/export/{name}")
+            assert status == 200 and body == (export_dir / name).read_bytes(), name
+        for name in ("notes.txt", "leak.onnx"):
+            assert _get(server, f"/export/{name}")[0] == 404, name
+        # a re-export in place is served without a restart: the list is read per request
+        (export / "manifest.json").unlink()
+        (export / "manifest.json").write_text("{}")
+        assert _get(server, f"/export/{sorted(listed)[0]}")[0] == 404
+        assert _get(server, "/export/manifest.json")[0] == 200  # the page shows its error
     finally:
         server.shutdown()
         server.server_close()
