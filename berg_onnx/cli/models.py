@@ -48,10 +48,18 @@ def run_list(args: argparse.Namespace) -> int:
         print(f"  {placeholder_hint(store.repo_id)}")
     for model_id, spec in berg.catalog.models.items():
         print(f"{model_id}: {spec.description}")
-        print(f"  subjects: {', '.join(map(str, spec.subjects))}")
+        line = f"  subjects: {', '.join(map(str, spec.subjects))}"
+        if manifest is not None:
+            held = sorted({e.subject for e in manifest.models.values() if e.model_id == model_id})
+            line += f"; in this source: {', '.join(map(str, held)) or 'none'}"
+        print(line)
         print(f"  {'ROI':<12} {'split':>5} {'voxels (sub-01)':>16}  status")
         for roi in spec.rois:
-            nv = spec.voxels.get(1, {}).get(roi.name, "?")
+            # the source's own count where it has subject 1's model, else the catalogue's
+            held_entry = (
+                None if manifest is None else manifest.models.get(model_key(model_id, 1, roi.name))
+            )
+            nv = held_entry.nv if held_entry else spec.voxels.get(1, {}).get(roi.name, "?")
             status = (
                 "unknown (manifest unavailable)"
                 if problem

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from berg_onnx import BERG
+from berg_onnx.source.manifest import Manifest
 from tests._support.cli import cli_process, encode_argv
 
 
@@ -101,6 +102,10 @@ def test_errors_are_one_clear_line(cli, case, message, image_dir, export_dir, tm
 def test_list_metadata_and_help(export_dir, tmp_path):
     run = cli_process("list", "--berg-dir", str(export_dir))
     assert run.returncode == 0 and "lateral" in run.stdout and "available: subjects 1" in run.stdout
+    assert "subjects: 1, 2, 3, 4, 5, 6, 7, 8; in this source: 1, 2" in run.stdout
+    v1 = Manifest.load(export_dir / "manifest.json").get("fmri-nsd-fwrf", 1, "V1")
+    row = next(line.split() for line in run.stdout.splitlines() if line.split()[:1] == ["V1"])
+    assert row[2] == str(v1.nv)  # the export's own voxel count, not the catalogue's 1350
     out = tmp_path / "meta.npz"
     run = cli_process(
         "metadata",
