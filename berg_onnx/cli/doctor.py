@@ -124,7 +124,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"onnxruntime module {info['onnxruntime']}, device {info['onnxruntime_device']}")
     print(f"providers available: {', '.join(info['providers'])}")
     for provider, state in info["providers"].items():
-        print(f"  {provider}: {state}")
+        unused = provider not in ("CPUExecutionProvider", "CUDAExecutionProvider")
+        note = " (not used by berg-onnx, whose devices are cpu and cuda)" if unused else ""
+        print(f"  {provider}: {state}{note}")
     if "CUDAExecutionProvider" not in info["providers"]:
         print("  CUDA: not available in this onnxruntime (see README, GPU install)")
     print(f"threads: {info['threads']} (cores usable by this process: {info['cores']})")

@@ -134,7 +134,11 @@ def test_doctor_reports_providers_and_cache(tmp_path):
     env = dict(os.environ, BERG_ONNX_CACHE=str(tmp_path / "cache"))
     run = cli_process("doctor", env=env)
     assert run.returncode == 0, run.stderr
-    assert "CPUExecutionProvider: usable" in run.stdout
+    assert "CPUExecutionProvider: usable\n" in run.stdout
+    for line in run.stdout.splitlines():  # any other provider (Azure's) is marked unused
+        name = line.strip().split(":")[0]
+        if name.endswith("ExecutionProvider") and not name.startswith(("CPU", "CUDA")):
+            assert "not used by berg-onnx" in line, line
     assert f"cache: {tmp_path / 'cache'}" in run.stdout
     assert "onnxruntime flavours installed: onnxruntime" in run.stdout
 
