@@ -105,7 +105,8 @@ def create_session(
 
 def _runtime() -> str:
     """This onnxruntime build, as the optimised graphs depend on it."""
-    return f"onnxruntime {ort.__version__} {ort.get_build_info()} {CPU}"
+    build = getattr(ort, "get_build_info", lambda: "")()  # the build's git commit
+    return f"onnxruntime {ort.__version__} {build} {CPU}"
 
 
 def _load(path: Path, opts: ort.SessionOptions, providers: list) -> ort.InferenceSession:
