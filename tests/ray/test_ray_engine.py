@@ -192,6 +192,40 @@ def test_an_error_in_a_task_fails_the_job_with_our_error(ray_cluster, berg, imag
     assert 1 in store.missing_chunks(1, "V1")
 
 
+def test_unreadable_files_skipped_on_ray_as_on_the_local_engine(
+    ray_cluster, berg, images, tmp_path
+):
+    """on_error="skip": the Ray engine's preprocessing tasks record the same failed rows
+    (NaN responses, the same reasons) and the same values for the others."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, img in enumerate(images[:7]):
+        Image.fromarray(img.transpose(1, 2, 0)).save(folder / f"{i}.png")
+    (folder / "2.png").write_bytes(b"not an image")
+    (folder / "5.png").write_bytes((folder / "4.png").read_bytes()[:100])  # truncated
+    kwargs = dict(subjects=[1], rois=["V1", "lateral"], chunk_size=2, on_error="skip")
+    local = run_experiment(berg, folder, store=tmp_path / "l.zarr", show_progress=False, **kwargs)
+    ray = run_experiment(
+        berg,
+        folder,
+        store=tmp_path / "r.zarr",
+        show_progress=False,
+        engine=RayOptions(address=ray_cluster.address),
+        **kwargs,
+    )
+    assert ray.complete and local.complete
+    assert sorted(ray.failed) == sorted(local.failed)
+    assert {name for name, _ in ray.failed} == {"2.png", "5.png"}
+    stores = [ExperimentStore.open(tmp_path / n) for n in ("l.zarr", "r.zarr")]
+    assert stores[0].failed_rows() == stores[1].failed_rows()
+    labels = stores[1].labels()
+    bad = np.array([x in ("2.png", "5.png") for x in labels])
+    for roi in ("V1", "lateral"):
+        want, got = (s.responses(1, roi)[:] for s in stores)
+        assert np.isnan(got[bad]).all() and not np.isnan(got[~bad]).any()
+        assert np.abs(got[~bad] - want[~bad]).max() <= TOLERANCE
+
+
 def _run_cli_driver(
     cluster, export_dir: Path, stimulus: Path, out: Path, address: bool
 ) -> subprocess.Popen:
