@@ -3,8 +3,10 @@
 Every image that reaches a model goes through :func:`load_image`, so files,
 PIL images, the CLI and the experiment runner all see the same pixels:
 
-1. EXIF (or XMP) orientation is applied (``ImageOps.exif_transpose``), as
-   every viewer does: a phone photo is encoded upright.
+1. EXIF orientation is applied (``ImageOps.exif_transpose``), as every viewer
+   does: a phone photo is encoded upright. An orientation given only in XMP
+   metadata is not: browsers ignore it, and the page (web/) must see the same
+   pixels.
 2. Single-channel 16-bit images (modes ``I;16``, ``I;16B``, ``I;16L``,
    ``I;16N``, and mode ``I`` when Pillow decodes it from 16-bit samples, as
    older Pillow versions open 16-bit PNG/TIFF) are scaled to 8 bits as
@@ -171,8 +173,19 @@ def _is_empty(path: Path) -> bool:
 
 
 def _orientation(img: Any) -> int:
+    """The EXIF Orientation tag: the file's EXIF block (JPEG APP1, PNG eXIf, WebP EXIF),
+    or a TIFF's own directory. Not XMP's ``tiff:Orientation``, which Pillow's getexif()
+    falls back to but browsers ignore: the page (web/) must see the same pixels."""
+    from PIL import Image
+
     try:
-        return int(img.getexif().get(0x0112, 1))
+        raw = img.info.get("exif")
+        if isinstance(raw, bytes):
+            exif = Image.Exif()
+            exif.load(raw)
+            return int(exif.get(0x0112, 1))
+        tags = getattr(img, "tag_v2", None)  # TIFF
+        return int(tags.get(0x0112, 1)) if tags is not None else 1
     except Exception:  # noqa: BLE001 - a damaged EXIF block: no rotation, as viewers do
         return 1
 

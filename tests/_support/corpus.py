@@ -141,6 +141,16 @@ def exif_orientation(value: int) -> bytes:
     )
 
 
+def xmp_orientation(value: int) -> bytes:
+    """An XMP packet with just ``tiff:Orientation`` (Pillow's getexif() reads it)."""
+    return (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+        b'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+        b'xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="%d"/></rdf:RDF>'
+        b"</x:xmpmeta>" % value
+    )
+
+
 def photo(width: int, height: int, index: int = 0) -> np.ndarray:
     """(H, W, 3) uint8 from a natural photograph."""
     with Image.open(photo_paths()[index % len(photo_paths())]) as im:
@@ -190,6 +200,11 @@ def write_corpus(folder: Path) -> list[Path]:
         png(f"palette{depth}-trns", idx, 3, depth, palette=pal, trns=trns, interlace=depth == 4)
     for o in (2, 3, 5, 6, 7, 8):
         png(f"rgb8-exif{o}", rgb, 2, 8, exif=exif_orientation(o))
+    # An orientation in XMP only is ignored, by browsers and berg_onnx alike; with EXIF
+    # beside it, EXIF's counts.
+    itxt = _chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + xmp_orientation(6))
+    png("rgb8-xmp6", rgb, 2, 8, extra=itxt)
+    png("rgb8-exif3-xmp6", rgb, 2, 8, extra=itxt, exif=exif_orientation(3))
     gama = _chunk(b"gAMA", struct.pack(">I", 100000))  # a gamma a browser would apply
     png("rgb8-gama", rgb, 2, 8, extra=gama)
 
@@ -211,6 +226,9 @@ def write_corpus(folder: Path) -> list[Path]:
     save("photo-exif6.jpg", im, quality=90, exif=ex.tobytes())
     ex[0x0112] = 3
     save("photo-exif3.jpg", im, quality=90, exif=ex.tobytes())
+    save("photo-xmp6.jpg", im, quality=90, xmp=xmp_orientation(6))
+    ex[0x0112] = 3
+    save("photo-exif3-xmp6.jpg", im, quality=90, exif=ex.tobytes(), xmp=xmp_orientation(6))
     save("photo-lossy.webp", im, quality=80)
     save("photo-lossless.webp", im, lossless=True)
     rgba = Image.fromarray(np.dstack([big, rng.integers(0, 256, big.shape[:2], dtype=np.uint8)]))
@@ -220,6 +238,7 @@ def write_corpus(folder: Path) -> list[Path]:
     save("photo-exif6.webp", rgba, lossless=True, exif=ex.tobytes())
     ex[0x0112] = 8
     save("photo-exif8-lossy.webp", im, quality=80, exif=ex.tobytes())
+    save("photo-xmp6.webp", im, lossless=True, xmp=xmp_orientation(6))
     save("photo.gif", im.convert("P", palette=Image.Palette.ADAPTIVE, colors=64))
     pal = im.convert("P", palette=Image.Palette.ADAPTIVE, colors=32)
     save("photo-transparent.gif", pal, transparency=3)
