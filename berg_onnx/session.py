@@ -5,7 +5,7 @@ onnxruntime silently falls back to CPU when the CUDA provider cannot load its
 libraries, and a user who asked for "cuda" must hear about it.
 
 A CPU session of a verified model file goes through the cache of graphs onnxruntime
-already optimised on this machine (utils/optimized.py): the first one writes the
+already optimised on this machine (utils/optimized.py): the second one writes the
 entry, later ones load it without optimising or copying the weights again.
 """
 
@@ -129,6 +129,9 @@ def _cpu_session(
             return ort.InferenceSession(str(found), opts, providers=[CPU])
         except Exception:  # a broken entry (or one removed meanwhile): rebuilt below
             pass
+    if not (graph.seen() or graph.folder.exists()):  # a first use here: only remember it
+        graph.mark()
+        return _load(path, session_options(threads), [CPU])
     graph.discard()  # a stale entry stands in the way of the new one
     session = None
     try:

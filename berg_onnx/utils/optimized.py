@@ -4,11 +4,16 @@ Why: making a CPU session from an export's ``.onnx`` costs ~33 ms for V1 (of a 0
 cold start): ~16 ms to copy 18 MB of weights out of the protobuf, ~6 ms of graph
 optimisation and the rest kernel set-up. The optimisation level that pays
 (``ORT_ENABLE_ALL``: NCHWc layouts, fused kernels) is specific to this CPU and this
-onnxruntime build, so an export cannot ship its result. Instead, the first CPU
-session made from a model on a machine also writes its optimised graph here, its
-weights in a separate file that onnxruntime maps into memory; later sessions load
-that with no optimisation to redo (~11 ms) and compute bit-identical results
+onnxruntime build, so an export cannot ship its result. Instead, a CPU session made
+from a model on a machine writes its optimised graph here, its weights in a separate
+file that onnxruntime maps into memory; later sessions load that with no
+optimisation to redo (~11 ms) and compute bit-identical results
 (``tests/runtime/test_optimized.py``).
+
+When: an entry is written at a model's *second* CPU session on a machine (the first
+leaves a 0-byte mark, ``.seen-<key>``). A process that uses a model once, or a cache
+that does not outlive the process, then pays nothing for it: writing the copy and
+checking it costs ~45 ms and the model's size on disk.
 
 Where: ``$BERG_ONNX_SESSION_CACHE``, else ``$XDG_CACHE_HOME/berg-onnx/optimized``,
 else ``~/.cache/berg-onnx/optimized``; never inside an export. ``off`` turns it off.
@@ -67,8 +72,11 @@ EXTERNAL_MIN_BYTES = 4096
 LAYOUT = 1
 _KEY = re.compile(r"^[0-9a-f]{16}$")
 _TMP = re.compile(r"^\.tmp-[0-9a-f]{16}-")
+_SEEN = re.compile(r"^\.seen-[0-9a-f]{16}$")
 #: A temporary folder this old is a killed writer's leftover.
 STALE_SECONDS = 3600.0
+#: A mark of one use this old, never followed by a second, is removed.
+SEEN_SECONDS = 30 * 86400.0
 
 
 def cache_dir() -> Path | None:
@@ -150,6 +158,20 @@ class OptimizedGraph:
             os.utime(folder / RECORD_NAME)
         return folder / MODEL_NAME
 
+    @property
+    def _mark(self) -> Path:
+        return self.root / f".seen-{self.key}"
+
+    def seen(self) -> bool:
+        """Whether an earlier session of this model marked it (see ``mark``)."""
+        return self._mark.is_file()
+
+    def mark(self) -> None:
+        """Remember one use, so the next session writes the entry (module docstring)."""
+        with contextlib.suppress(OSError):
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._mark.touch()
+
     def discard(self) -> None:
         """Remove this entry (a load of it failed): the next session rebuilds it."""
         _remove_entry(self.folder)
@@ -159,7 +181,7 @@ class OptimizedGraph:
         """Where onnxruntime should write the optimised model, or None when the cache
         cannot be written (read-only, full). The entry is published when the block
         ends without an error, and only if onnxruntime wrote the model file."""
-        import tempfile  # not at import: only a first session writes
+        import tempfile  # not at import: only a session that writes the entry needs it
 
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -186,6 +208,8 @@ class OptimizedGraph:
             os.rename(tmp, self.folder)
         except OSError:
             return  # another process published the same entry first, or the cache is full
+        with contextlib.suppress(OSError):
+            self._mark.unlink()
         _evict(self.root, max_bytes(), keep=self.key)
 
 
@@ -233,7 +257,7 @@ def _remove_entry(folder: Path) -> None:
 
 def _evict(root: Path, limit: int, keep: str) -> None:
     """Least recently used entries out until the cache holds at most ``limit`` bytes;
-    temporary folders of killed writers too."""
+    temporary folders of killed writers and marks of a use never repeated too."""
     entries: list[tuple[float, int, Path]] = []
     now = time.time()
     try:
@@ -242,6 +266,10 @@ def _evict(root: Path, limit: int, keep: str) -> None:
         return
     for item in listing:
         try:
+            if _SEEN.match(item.name) and item.is_file(follow_symlinks=False):
+                if now - item.stat(follow_symlinks=False).st_mtime > SEEN_SECONDS:
+                    os.unlink(item.path)
+                continue
             if not item.is_dir(follow_symlinks=False):
                 continue
             if _TMP.match(item.name):

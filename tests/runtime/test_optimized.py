@@ -44,6 +44,12 @@ def load(export_dir, precision="fp32", subject=1, selection=ROI):
     )
 
 
+def written(export_dir, **kwargs):
+    """The second session of a model: the one that writes its entry (the first marks it)."""
+    load(export_dir, **kwargs)
+    return load(export_dir, **kwargs)
+
+
 def responses(model, images) -> list[np.ndarray]:
     """encode(), and each of the model's sessions (the all-core one made here) on one batch."""
     x = as_stimulus(images).chunk(0, len(images))
@@ -56,9 +62,12 @@ def test_cached_graph_gives_the_same_bits_and_is_used_by_the_next_session(
     export_dir, photos, cache, monkeypatch, precision
 ):
     images = photos[:4]
+    once = load(export_dir, precision)  # a first use writes only a 0-byte mark
+    assert entries(cache) == [] and [p.stat().st_size for p in cache.iterdir()] == [0]
+    assert once.session._model_path == str(once.onnx_path)
     first = load(export_dir, precision)
     made = entries(cache)
-    assert len(made) == 1
+    assert len(made) == 1 and not [p for p in cache.iterdir() if p.name.startswith(".seen")]
     names = sorted(p.name for p in made[0].iterdir())
     assert names == [optimized.DATA_NAME, optimized.MODEL_NAME, optimized.RECORD_NAME]
     assert first.session._model_path == str(first.onnx_path)  # the export's file, this once
@@ -75,18 +84,19 @@ def test_cached_graph_gives_the_same_bits_and_is_used_by_the_next_session(
     assert plain.session._model_path == str(plain.onnx_path)
     for got, want in zip(responses(second, images), responses(plain, images), strict=True):
         np.testing.assert_array_equal(got, want)
-    for got, want in zip(responses(first, images), responses(plain, images), strict=True):
-        np.testing.assert_array_equal(got, want)
+    for model in (first, once):
+        for got, want in zip(responses(model, images), responses(plain, images), strict=True):
+            np.testing.assert_array_equal(got, want)
 
 
 def test_off_writes_nothing(export_dir, cache, monkeypatch):
     monkeypatch.setenv(optimized.ENV_SESSION_CACHE, "off")
-    load(export_dir)
+    written(export_dir)
     assert not cache.exists()
 
 
 def test_an_entry_changed_after_writing_is_rebuilt_never_loaded(export_dir, photos, cache):
-    want = load(export_dir).encode(photos[:2])
+    want = written(export_dir).encode(photos[:2])
     (entry,) = entries(cache)
     data = entry / optimized.DATA_NAME
     raw = bytearray(data.read_bytes())
@@ -101,7 +111,7 @@ def test_an_entry_changed_after_writing_is_rebuilt_never_loaded(export_dir, phot
 
 
 def test_a_broken_entry_whose_record_matches_is_removed_and_rebuilt(export_dir, photos, cache):
-    want = load(export_dir).encode(photos[:2])
+    want = written(export_dir).encode(photos[:2])
     (entry,) = entries(cache)
     model_file = entry / optimized.MODEL_NAME
     model_file.write_bytes(b"not an onnx graph")
@@ -127,7 +137,7 @@ def test_an_unwritable_cache_still_loads(export_dir, photos, tmp_path, monkeypat
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     monkeypatch.setenv(optimized.ENV_SESSION_CACHE, str(blocker / "optimized"))
-    model = load(export_dir)
+    model = written(export_dir)
     assert model.session._model_path == str(model.onnx_path)
     assert model.encode(photos[:2]).shape == (2, model.n_voxels)
     assert blocker.read_text() == "not a folder"
@@ -136,7 +146,7 @@ def test_an_unwritable_cache_still_loads(export_dir, photos, tmp_path, monkeypat
 def test_the_size_bound_evicts_least_recently_used_and_nothing_else(
     export_dir, cache, tmp_path, monkeypatch
 ):
-    load(export_dir, selection={"roi": "V1"})
+    written(export_dir, selection={"roi": "V1"})
     (v1,) = entries(cache)
     size = sum(p.stat().st_size for p in v1.iterdir())
     outside = tmp_path / "outside"
@@ -153,14 +163,20 @@ def test_the_size_bound_evicts_least_recently_used_and_nothing_else(
     fresh = cache / f".tmp-{'1' * 16}-new"
     fresh.mkdir()
     os.utime(v1 / optimized.RECORD_NAME, (old, old))  # V1 used long ago
+    seen_long_ago, seen_lately = cache / f".seen-{'2' * 16}", cache / f".seen-{'3' * 16}"
+    seen_long_ago.touch()
+    seen_lately.touch()
+    ages_ago = time.time() - 2 * optimized.SEEN_SECONDS
+    os.utime(seen_long_ago, (ages_ago, ages_ago))
 
     monkeypatch.setenv(optimized.ENV_SESSION_CACHE_MAX_BYTES, str(int(size * 1.5)))
-    load(export_dir, selection={"roi": "FFA-1"})
+    written(export_dir, selection={"roi": "FFA-1"})
     left = entries(cache)
     assert v1 not in left and len(left) == 1  # V1 made room for FFA-1
     assert (outside / optimized.MODEL_NAME).read_text() == "keep me"
     assert lookalike.is_symlink() and (cache / "notes.txt").exists()
     assert not stale.exists() and fresh.exists()
+    assert not seen_long_ago.exists() and seen_lately.exists()
 
 
 def test_processes_starting_together_share_one_entry(export_dir, photos, cache, tmp_path):
@@ -172,6 +188,7 @@ def test_processes_starting_together_share_one_entry(export_dir, photos, cache, 
         "np.save(sys.argv[3], m.encode(np.load(sys.argv[2])))\n"
     )
     env = {**os.environ, optimized.ENV_SESSION_CACHE: str(cache)}
+    load(export_dir)  # the first use: the four below all go on to write the entry
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", code, str(export_dir), str(tmp_path / "images.npy"), str(out)],
@@ -188,7 +205,7 @@ def test_processes_starting_together_share_one_entry(export_dir, photos, cache, 
 
 
 def test_doctor_reports_the_cache(export_dir, cache, cli, monkeypatch):
-    load(export_dir)
+    written(export_dir)
     (entry,) = entries(cache)
     size = sum(p.stat().st_size for p in entry.iterdir())
     assert optimized.summary() == {
@@ -220,8 +237,9 @@ def test_a_written_copy_that_computes_otherwise_is_never_kept(
         real(session, written)
 
     monkeypatch.setattr(sessions, "check_written", corrupt_then_check)
-    model = load(export_dir)
-    assert entries(cache) == [] and not [p for p in cache.iterdir()]  # nothing left behind
+    model = written(export_dir)
+    assert entries(cache) == []  # nothing left behind but the mark: a later session retries
+    assert [p.name[:6] for p in cache.iterdir()] == [".seen-"]
     monkeypatch.setenv(optimized.ENV_SESSION_CACHE, "off")
     np.testing.assert_array_equal(model.encode(photos[:3]), load(export_dir).encode(photos[:3]))
 
