@@ -123,10 +123,8 @@ def _cpu_session(
         return _load(path, session_options(threads), [CPU])
     found = graph.find()
     if found is not None:
-        opts = session_options(threads)
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
-            return ort.InferenceSession(str(found), opts, providers=[CPU])
+            return _load_optimised(found, threads)
         except Exception:  # a broken entry (or one removed meanwhile): rebuilt below
             pass
     if not (graph.seen() or graph.folder.exists()):  # a first use here: only remember it
@@ -156,6 +154,14 @@ def _cpu_session(
     return _load(path, session_options(threads), [CPU])
 
 
+def _load_optimised(path: Path, threads: int | None) -> ort.InferenceSession:
+    """A session of a graph onnxruntime already optimised: nothing to optimise again.
+    The one way a cached entry is loaded, by later starts and by ``check_written``."""
+    opts = session_options(threads)
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=[CPU])
+
+
 class _NotWritten(Exception):
     """The optimised graph is not kept: the folder cannot be written, or it differs."""
 
@@ -172,9 +178,7 @@ def check_written(session: ort.InferenceSession, written: Path) -> None:
     (spec,) = session.get_inputs()
     shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
     probe = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-    opts = session_options(session.get_session_options().intra_op_num_threads)
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    copy = ort.InferenceSession(str(written), opts, providers=[CPU])
+    copy = _load_optimised(written, session.get_session_options().intra_op_num_threads)
     want = session.run(None, {spec.name: probe})
     got = copy.run(None, {spec.name: probe})
     if len(got) != len(want) or not all(map(np.array_equal, got, want)):

@@ -220,17 +220,18 @@ def summary() -> dict[str, object]:
     folders = []
     if root is not None:
         with contextlib.suppress(OSError):
-            folders = [
-                Path(e.path)
-                for e in os.scandir(root)
-                if _KEY.match(e.name) and e.is_dir(follow_symlinks=False)
-            ]
+            folders = [Path(e.path) for e in os.scandir(root) if _is_entry(e)]
     return {
         "folder": None if root is None else str(root),
         "entries": len(folders),
         "bytes": sum(_entry_bytes(f) for f in folders),
         "max_bytes": max_bytes(),
     }
+
+
+def _is_entry(item: os.DirEntry) -> bool:
+    """An entry's folder: named by a key, a folder itself (not a link to one)."""
+    return bool(_KEY.match(item.name)) and item.is_dir(follow_symlinks=False)
 
 
 def _entry_bytes(folder: Path) -> int:
@@ -270,13 +271,11 @@ def _evict(root: Path, limit: int, keep: str) -> None:
                 if now - item.stat(follow_symlinks=False).st_mtime > SEEN_SECONDS:
                     os.unlink(item.path)
                 continue
-            if not item.is_dir(follow_symlinks=False):
-                continue
-            if _TMP.match(item.name):
+            if _TMP.match(item.name) and item.is_dir(follow_symlinks=False):
                 if now - item.stat(follow_symlinks=False).st_mtime > STALE_SECONDS:
                     _remove_entry(Path(item.path))
                 continue
-            if not _KEY.match(item.name):
+            if not _is_entry(item):
                 continue
             folder = Path(item.path)
             used = os.stat(folder / RECORD_NAME, follow_symlinks=False).st_mtime
