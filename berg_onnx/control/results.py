@@ -15,7 +15,7 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -27,10 +27,31 @@ from berg_onnx.utils.fileio import atomic_write_bytes
 CONDITIONS = ("high_1_high_2", "low_1_low_2", "high_1_low_2", "low_1_high_2")
 FORMAT = "berg-onnx-rnc"
 FORMAT_VERSION = 1
+_Fold = TypeVar("_Fold")
 
 
 def _names(labels: tuple[str, ...], rows: np.ndarray) -> list[str]:
     return [labels[int(i)] for i in np.ravel(rows)]
+
+
+class _LeftOut:
+    """Every result records the store rows it left out (``excluded_images``)."""
+
+    excluded_images: np.ndarray
+
+    @property
+    def n_excluded(self) -> int:
+        return int(self.excluded_images.size)
+
+
+class _Folds(_LeftOut, Generic[_Fold]):
+    """A cross-validated result: ``folds[i]`` left ``subjects[i]`` out."""
+
+    subjects: tuple[int, ...]
+    folds: tuple[_Fold, ...]
+
+    def fold(self, test_subject: int) -> _Fold:
+        return self.folds[self.subjects.index(test_subject)]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -48,7 +69,7 @@ class UnivariateBaseline:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class UnivariateResult:
+class UnivariateResult(_LeftOut):
     """Univariate RNC chosen on ``train_subjects`` (all subjects without cv)."""
 
     rois: tuple[str, str]
@@ -66,10 +87,6 @@ class UnivariateResult:
     labels: tuple[str, ...]
     baselines: tuple[UnivariateBaseline, ...]
     params: dict[str, Any]
-
-    @property
-    def n_excluded(self) -> int:
-        return int(self.excluded_images.size)
 
     def image_names(self, condition: str) -> list[str]:
         """The stimulus names of a condition's controlling images."""
@@ -91,7 +108,7 @@ class UnivariateStats:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class UnivariateCV:
+class UnivariateCV(_Folds["UnivariateResult"]):
     """Leave-one-subject-out univariate RNC: one result per left-out subject + stats."""
 
     rois: tuple[str, str]
@@ -104,16 +121,9 @@ class UnivariateCV:
     baselines: tuple[UnivariateBaseline, ...]
     params: dict[str, Any]
 
-    @property
-    def n_excluded(self) -> int:
-        return int(self.excluded_images.size)
-
-    def fold(self, test_subject: int) -> UnivariateResult:
-        return self.folds[self.subjects.index(test_subject)]
-
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class MultivariateResult:
+class MultivariateResult(_LeftOut):
     """Multivariate RNC (one condition) chosen on ``train_subjects``."""
 
     rois: tuple[str, str]
@@ -137,10 +147,6 @@ class MultivariateResult:
     params: dict[str, Any]
 
     @property
-    def n_excluded(self) -> int:
-        return int(self.excluded_images.size)
-
-    @property
     def best_image_names(self) -> list[str]:
         return _names(self.labels, self.best_images)
 
@@ -161,7 +167,7 @@ class MultivariateStats:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class MultivariateCV:
+class MultivariateCV(_Folds["MultivariateResult"]):
     """Leave-one-subject-out multivariate RNC: one result per left-out subject + stats."""
 
     rois: tuple[str, str]
@@ -172,13 +178,6 @@ class MultivariateCV:
     excluded_images: np.ndarray
     labels: tuple[str, ...]
     params: dict[str, Any]
-
-    @property
-    def n_excluded(self) -> int:
-        return int(self.excluded_images.size)
-
-    def fold(self, test_subject: int) -> MultivariateResult:
-        return self.folds[self.subjects.index(test_subject)]
 
 
 _TYPES = {
